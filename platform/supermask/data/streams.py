@@ -1,0 +1,172 @@
+"""Task streams: an ordered family of tasks, where task t is a pure function of (stream spec, t)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from supermask.data.datasets import DataConfig, stratified_split
+from supermask.registry import Registry
+
+STREAMS: Registry[type[Stream]] = Registry("stream")
+
+_VALIDATION_SALT = 0x5A11D  # keeps the validation draw independent of the task's own draws from [seed, t]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskData:
+    """One task's tensors: normalised float32 inputs and int64 labels in [0, num_classes)."""
+
+    index: int
+    task_id: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    val_x: torch.Tensor | None = None  # held out of the train data when validation_fraction > 0
+    val_y: torch.Tensor | None = None
+
+
+class Stream:
+    """Base class of every stream; subclasses set input_shape and num_classes and implement `_arrays`."""
+
+    name: ClassVar[str] = "stream"
+    input_shape: tuple[int, ...]
+    num_classes: int  # labels per task
+
+    def __init__(
+        self,
+        *,
+        num_tasks: int,
+        seed: int = 0,
+        data: DataConfig | Mapping[str, Any] | None = None,
+        validation_fraction: float = 0.0,
+    ) -> None:
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"num_tasks={num_tasks!r} must be a whole number >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed={seed!r} must be a whole number >= 0")
+        if not 0.0 <= validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction={validation_fraction!r} must lie in [0, 1)")
+        self.num_tasks = num_tasks
+        self.seed = seed
+        self.data = DataConfig.from_value(data)
+        self.validation_fraction = float(validation_fraction)
+        self._options: dict[str, Any] = {}
+
+    @property
+    def data_source(self) -> str:
+        """Where the stream's examples come from (loads the dataset on first use)."""
+        raise NotImplementedError
+
+    def task_id(self, t: int) -> str:
+        """The id of task t, e.g. 'permuted_mnist-0003'."""
+        self._check_index(t)
+        return f"{self.name}-{int(t):04d}"
+
+    def classes(self, t: int) -> tuple[int, ...]:
+        """The dataset's class ids behind task t's labels 0..num_classes-1."""
+        self._check_index(t)
+        return tuple(range(self.num_classes))
+
+    def task(self, t: int) -> TaskData:
+        """Task t's train, test and (optionally) validation tensors."""
+        self._check_index(t)
+        t = int(t)
+        train_x, train_y, test_x, test_y = self._arrays(t)
+        for part, x in (("train", train_x), ("test", test_x)):
+            if tuple(x.shape[1:]) != self.input_shape or x.dtype != torch.float32:
+                raise AssertionError(f"{self.name} task {t} {part} inputs are {x.dtype} {tuple(x.shape)}")
+        val_x = val_y = None
+        if self.validation_fraction > 0:
+            keep, held = stratified_split(
+                train_y.numpy(), self.validation_fraction, [self.seed, t, _VALIDATION_SALT]
+            )
+            keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
+            val_x, val_y = train_x[held_t], train_y[held_t]
+            train_x, train_y = train_x[keep_t], train_y[keep_t]
+        return TaskData(t, self.task_id(t), train_x, train_y, test_x, test_y, val_x, val_y)
+
+    def spec(self) -> dict[str, Any]:
+        """The arguments that rebuild this stream: build_stream(**stream.spec())."""
+        return {
+            "name": self.name,
+            "num_tasks": self.num_tasks,
+            "seed": self.seed,
+            "data": dataclasses.asdict(self.data),
+            "validation_fraction": self.validation_fraction,
+            **self._options,
+        }
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "name")
+        return f"{type(self).__name__}({options})"
+
+    def _arrays(self, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train_x, train_y, test_x, test_y) of task t, before any validation split."""
+        raise NotImplementedError
+
+    def _check_index(self, t: int) -> None:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < self.num_tasks:
+            raise IndexError(
+                f"task index {t!r} is out of range for {self.name}: valid 0..{self.num_tasks - 1}"
+            )
+
+
+def register_stream(name: str) -> Callable[[type[Stream]], type[Stream]]:
+    """Class decorator: name a Stream subclass and add it to STREAMS."""
+
+    def add(cls: type[Stream]) -> type[Stream]:
+        cls.name = name
+        return STREAMS.register(name)(cls)
+
+    return add
+
+
+def stream_options(name: str) -> dict[str, Any]:
+    """The options stream `name` accepts beyond the common ones, with their defaults."""
+    common = set(inspect.signature(Stream.__init__).parameters)
+    params = inspect.signature(STREAMS.get(name).__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in common and p.kind is p.KEYWORD_ONLY}
+
+
+def build_stream(
+    name: str,
+    *,
+    num_tasks: int,
+    seed: int = 0,
+    data: DataConfig | Mapping[str, Any] | None = None,
+    validation_fraction: float = 0.0,
+    **options: Any,
+) -> Stream:
+    """The stream registered as `name`; an unknown name or option gets an error listing the known ones."""
+    cls = STREAMS.get(name)
+    allowed = stream_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        listed = ", ".join(allowed) or "none"
+        raise ValueError(f"stream {name!r} has no option(s) {', '.join(unknown)}; its options: {listed}")
+    return cls(num_tasks=num_tasks, seed=seed, data=data, validation_fraction=validation_fraction, **options)
+
+
+def select_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The examples whose label is in `classes`, relabelled to each label's position in `classes`."""
+    keep = np.isin(y, classes)
+    relabel = np.full(int(max(y.max(initial=0), *classes)) + 1, -1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    return x[keep], relabel[y[keep]]
+
+
+def class_order(num_dataset_classes: int, seed: int, shuffle: bool) -> np.ndarray:
+    """The order in which a split stream hands out a dataset's classes."""
+    order = np.arange(num_dataset_classes)
+    return np.random.default_rng(seed).permutation(order) if shuffle else order
