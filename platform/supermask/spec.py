@@ -215,10 +215,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _check_cross_fields(spec: Spec) -> None:
-    from supermask.data import STREAMS
+    from supermask.data import STREAMS, stream_options
 
     if spec.stream.name not in STREAMS:
         raise SpecError(f"stream.name: got {spec.stream.name!r}; known: {', '.join(STREAMS.names())}")
+    allowed = stream_options(spec.stream.name)
+    for key in spec.stream.options:
+        if key not in allowed:
+            known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
+            raise SpecError(f"stream.options.{key}: not an option of stream {spec.stream.name!r}; allowed: {known}")
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
     if spec.run.scenario != "GG":

@@ -1,0 +1,124 @@
+"""Results a program can parse (results.json) and a person can read (report.md with PNG plots)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform as _platform
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on cluster nodes or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from supermask import __version__  # noqa: E402
+from supermask.runtime.job import JobResult  # noqa: E402
+from supermask.spec import Spec, dump_spec  # noqa: E402
+
+
+def results_dict(spec: Spec, result: JobResult) -> dict:
+    """The machine-readable summary of a run."""
+    accs = [t.accuracy for t in result.tasks if t.accuracy is not None]
+    return {
+        "name": spec.name,
+        "scenario": spec.run.scenario,
+        "avg_accuracy": sum(accs) / len(accs) if accs else None,
+        "tasks": [
+            {
+                "task": t.task_id,
+                "index": t.index,
+                "accuracy": t.accuracy,
+                "density": t.density,
+                "mask_bytes": t.mask_bytes,
+                "train_accuracy": t.train_accuracy,
+                "search_seconds": t.search_seconds,
+                "resumed_from_store": t.skipped,
+                "error": t.error,
+            }
+            for t in result.tasks
+        ],
+        "num_tasks": len(result.tasks),
+        "failed_tasks": [t.task_id for t in result.tasks if t.error],
+        "base_fingerprint": result.base_fingerprint,
+        "num_weights": result.num_weights,
+        "data_source": result.data_source,
+        "seconds": result.seconds,
+        "learn_seconds": result.learn_seconds,
+        "eval_seconds": result.eval_seconds,
+        "resources": result.resources,
+        "spec": spec.to_dict(),
+        "versions": {"supermask": __version__, "python": _platform.python_version()},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def plot_task_accuracy(results: dict, path: Path) -> None:
+    tasks = [t for t in results["tasks"] if t["accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(tasks) + 2), 3.2))
+    ax.bar([t["index"] for t in tasks], [t["accuracy"] for t in tasks], color="#4477aa")
+    if results["avg_accuracy"] is not None:
+        ax.axhline(
+            results["avg_accuracy"], color="#cc6677", lw=1, label=f"mean {results['avg_accuracy']:.3f}"
+        )
+        ax.legend(loc="lower right")
+    ax.set_xlabel("task")
+    ax.set_ylabel(f"test accuracy ({results['scenario']})")
+    ax.set_ylim(0, 1)
+    ax.set_title(results["name"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
+    """Write results.json, report.md, accuracy.png and the resolved spec into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = results_dict(spec, result)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    (out_dir / "spec.yaml").write_text(dump_spec(spec))
+    plot_task_accuracy(results, out_dir / "accuracy.png")
+    avg = results["avg_accuracy"]
+    lines = [
+        f"# {spec.name}",
+        "",
+        f"Stream `{spec.stream.name}`, {results['num_tasks']} tasks, scenario {spec.run.scenario}; base "
+        f"`{spec.base.arch}` ({spec.base.init}, seed {spec.base.seed}, fingerprint `{result.base_fingerprint}`); "
+        f"mask `{spec.mask.method}`"
+        + (f" at density {spec.mask.density}" if spec.mask.method != "threshold" else "")
+        + ".",
+        "",
+        f"- average accuracy: **{avg:.4f}**"
+        if avg is not None
+        else "- average accuracy: n/a (no task evaluated)",
+        f"- data: {result.data_source}",
+        f"- time: {result.seconds:.1f} s (learning {result.learn_seconds:.1f} s, evaluation {result.eval_seconds:.1f} s)",
+        f"- weights per mask: {result.num_weights:,}; bytes per stored mask: "
+        f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}",
+        "",
+        "![per-task accuracy](accuracy.png)",
+        "",
+        "| task | accuracy | density | mask bytes | train acc | search s | note |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in result.tasks:
+        note = f"failed: {t.error}" if t.error else ("from store" if t.skipped else "")
+        lines.append(
+            f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.density)} | {t.mask_bytes or ''} | "
+            f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} | {note} |"
+        )
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return results
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,281 @@
+"""The append-only journal of a mask file: record framing, the TaskMask payload codec, replay.
+
+File layout: a 16-byte file magic, then records. A record is a 32-byte header
+(record magic, kind, payload length, blake2b-128 of kind + length + payload)
+followed by the payload. A put payload is a little-endian u32 length, a JSON
+header with every metadata field and the dtype/shape of each array, then the
+raw C-order bytes of `packed` and of each BN statistic, so arrays round-trip
+exactly. A delete payload is the UTF-8 task id.
+
+Replay stops at the first record that is incomplete or fails its digest. If no
+valid record follows it, it is the torn tail of an append that never returned
+(the writer was killed mid-write): it is cut away with a warning. If a valid
+record follows, the damage is in the middle of acknowledged data: replay raises
+`CorruptJournalError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from supermask.core.packing import TaskMask
+from supermask.store.errors import CorruptJournalError, NotAMaskFileError, StoreLockedError
+from supermask.store.snapshot import fsync_dir
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock, one writer by convention
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+FILE_MAGIC = b"supermask-wal-v1"
+RECORD_MAGIC = b"SMR1"
+HEADER = struct.Struct("<4sB3xQ16s")
+KIND_PUT = 1
+KIND_DELETE = 2
+_KINDS = (KIND_PUT, KIND_DELETE)
+_LEN = struct.Struct("<I")
+
+
+def _digest(kind: int, payload: bytes | memoryview) -> bytes:
+    h = hashlib.blake2b(struct.pack("<BQ", kind, len(payload)), digest_size=16)
+    h.update(payload)
+    return h.digest()
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    """One journal record: header + payload."""
+    return HEADER.pack(RECORD_MAGIC, kind, len(payload), _digest(kind, payload)) + payload
+
+
+def encode_put(mask: TaskMask) -> bytes:
+    """Serialise a (validated) TaskMask into a put payload."""
+    bn = {name: np.asarray(arr, order="C") for name, arr in mask.bn_stats.items()}  # keeps 0-d arrays 0-d
+    meta = {
+        "task_id": mask.task_id,
+        "layer_names": list(mask.layer_names),
+        "layer_shapes": [list(s) for s in mask.layer_shapes],
+        "layer_density": [float(d) for d in mask.layer_density],
+        "base_fingerprint": mask.base_fingerprint,
+        "metrics": mask.metrics,
+        "created": float(mask.created),
+        "checksum": mask.checksum,
+        "packed_nbytes": int(mask.packed.nbytes),
+        "bn": [[name, arr.dtype.str, list(arr.shape)] for name, arr in bn.items()],
+    }
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    parts = [_LEN.pack(len(head)), head, np.ascontiguousarray(mask.packed).tobytes()]
+    parts += [arr.tobytes() for arr in bn.values()]
+    return b"".join(parts)
+
+
+def decode_put_meta(payload: bytes | memoryview) -> dict:
+    """The JSON header of a put payload (no arrays are built)."""
+    (n,) = _LEN.unpack_from(payload, 0)
+    return json.loads(bytes(payload[_LEN.size : _LEN.size + n]))
+
+
+def decode_put(payload: bytes | memoryview) -> tuple[TaskMask, str]:
+    """A put payload back into (TaskMask, checksum recorded when it was written)."""
+    meta = decode_put_meta(payload)
+    pos = _LEN.size + _LEN.unpack_from(payload, 0)[0]
+    nbytes = meta["packed_nbytes"]
+    packed = np.frombuffer(payload, np.uint8, nbytes, pos).copy()
+    pos += nbytes
+    bn = {}
+    for name, dtype, shape in meta["bn"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        bn[name] = np.frombuffer(payload, dt, count, pos).reshape(tuple(shape)).copy()
+        pos += count * dt.itemsize
+    if pos != len(payload):
+        raise ValueError(f"put payload has {len(payload) - pos} trailing bytes")
+    mask = TaskMask(
+        task_id=meta["task_id"],
+        packed=packed,
+        layer_names=list(meta["layer_names"]),
+        layer_shapes=[tuple(s) for s in meta["layer_shapes"]],
+        layer_density=list(meta["layer_density"]),
+        base_fingerprint=meta["base_fingerprint"],
+        bn_stats=bn,
+        metrics=meta["metrics"],
+        created=meta["created"],
+    )
+    return mask, meta["checksum"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one journal record lives: `offset` is the start of its header."""
+
+    kind: int
+    offset: int
+    length: int  # payload bytes
+
+
+def _valid_at(buf: mmap.mmap, pos: int, end: int) -> Record | None:
+    """The record at `pos` if it is complete and its digest matches, else None."""
+    if pos + HEADER.size > end:
+        return None
+    magic, kind, length, digest = HEADER.unpack_from(buf, pos)
+    if magic != RECORD_MAGIC or kind not in _KINDS or pos + HEADER.size + length > end:
+        return None
+    start = pos + HEADER.size
+    if _digest(kind, memoryview(buf)[start : start + length]) != digest:
+        return None
+    return Record(kind, pos, length)
+
+
+class Journal:
+    """An exclusive, append-only, fsync'ed record log at `path`."""
+
+    def __init__(self, path: Path, owner: Path) -> None:
+        self.path = path
+        self._owner = owner
+        self._fd: int | None = None
+        created = not path.exists()
+        if not created:
+            self._check_magic()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreLockedError(
+                        f"{owner} is already open for writing (lock on {path}); a shard file has one "
+                        "writer: close the other MaskFile, or wait for the process that holds it to exit"
+                    ) from None
+            if os.fstat(fd).st_size < len(FILE_MAGIC):  # new, or a creation cut short
+                os.ftruncate(fd, 0)
+                os.write(fd, FILE_MAGIC)
+                os.fsync(fd)
+                fsync_dir(path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def _check_magic(self) -> None:
+        with open(self.path, "rb") as f:
+            head = f.read(len(FILE_MAGIC))
+        if not FILE_MAGIC.startswith(head):  # a shorter prefix is a creation cut short: rewritten
+            raise NotAMaskFileError(
+                f"{self.path} exists but is not a supermask mask-file journal (expected it to start with "
+                f"{FILE_MAGIC!r}); it was left untouched: move it aside or choose another path for {self._owner}"
+            )
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes of records (the journal without its file magic)."""
+        return self.size - len(FILE_MAGIC)
+
+    def replay(self) -> Iterator[tuple[Record, memoryview]]:
+        """Every valid record in order; cut a torn tail, raise on damage in the middle."""
+        assert self._fd is not None
+        end = self.size
+        if end <= len(FILE_MAGIC):
+            return
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ) as buf:
+            pos = len(FILE_MAGIC)
+            while pos < end:
+                rec = _valid_at(buf, pos, end)
+                if rec is None:
+                    break
+                start = pos + HEADER.size
+                view = memoryview(buf)[start : start + rec.length]
+                try:
+                    yield rec, view
+                finally:
+                    view.release()
+                pos = start + rec.length
+            if pos < end:
+                later = self._find_valid(buf, pos + 1, end)
+                if later is not None:
+                    raise CorruptJournalError(
+                        f"journal {self.path} has a damaged record at byte offset {pos}, followed by a valid "
+                        f"record at offset {later}: this is corruption, not a write cut short by a crash. "
+                        f"Nothing was changed. Records before offset {pos} are intact; copy {self.path} aside "
+                        f"and restore it from a backup, or truncate it to {pos} bytes to keep only those"
+                    )
+        if pos < end:
+            logger.warning(
+                "journal %s: cutting a torn tail record at byte offset %d (%d bytes); it was a write "
+                "interrupted before it was acknowledged",
+                self.path,
+                pos,
+                end - pos,
+            )
+            self.truncate(pos)
+
+    @staticmethod
+    def _find_valid(buf: mmap.mmap, pos: int, end: int) -> int | None:
+        while True:
+            pos = buf.find(RECORD_MAGIC, pos, end)
+            if pos < 0:
+                return None
+            if _valid_at(buf, pos, end) is not None:
+                return pos
+            pos += 1
+
+    def append(self, kind: int, payload: bytes, *, sync: bool = True) -> Record:
+        """Append one record (fsync'ed unless sync=False); on failure the journal is cut back."""
+        assert self._fd is not None
+        data = memoryview(frame(kind, payload))
+        start = self.size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            if sync:
+                os.fsync(self._fd)
+        except BaseException:
+            # A half-written record followed by later appends would read as mid-file corruption.
+            os.ftruncate(self._fd, start)
+            raise
+        self.size = start + len(data)
+        return Record(kind, start, len(payload))
+
+    def sync(self) -> None:
+        """fsync the journal."""
+        assert self._fd is not None
+        os.fsync(self._fd)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The payload of the record at `offset`, re-checked against its digest."""
+        assert self._fd is not None
+        data = os.pread(self._fd, HEADER.size + length, offset)
+        if len(data) == HEADER.size + length:
+            magic, kind, n, digest = HEADER.unpack_from(data, 0)
+            payload = data[HEADER.size :]
+            if magic == RECORD_MAGIC and n == length and _digest(kind, payload) == digest:
+                return payload
+        raise CorruptJournalError(
+            f"journal {self.path}: the record at byte offset {offset} no longer matches its digest"
+        )
+
+    def truncate(self, size: int | None = None) -> None:
+        """Cut the journal to `size` bytes (default: no records) and fsync."""
+        assert self._fd is not None
+        size = len(FILE_MAGIC) if size is None else size
+        os.ftruncate(self._fd, size)
+        os.fsync(self._fd)
+        self.size = size
+
+    def close(self) -> None:
+        """Release the lock and the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

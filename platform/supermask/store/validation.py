@@ -1,0 +1,65 @@
+"""Checks a TaskMask must pass before a store accepts it; each error names the field and the fix."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from supermask.core.packing import TaskMask
+
+TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def num_weights(shapes: Iterable[tuple[int, ...]]) -> int:
+    """Total number of weights in layers of these shapes."""
+    return int(sum(math.prod(s) for s in shapes))
+
+
+def validate_mask(mask: TaskMask) -> None:
+    """Raise ValueError naming the first thing wrong with a mask about to be stored."""
+    tid = mask.task_id
+    if not isinstance(tid, str) or not TASK_ID.fullmatch(tid):
+        raise ValueError(f"task id {tid!r} is not valid: use 1-128 characters from A-Z a-z 0-9 _ . -")
+    where = f"mask {tid!r}"
+    packed = mask.packed
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 1:
+        got = f"{packed.dtype} {packed.shape}" if isinstance(packed, np.ndarray) else type(packed).__name__
+        raise ValueError(f"{where}: packed must be a 1-D uint8 array (see pack_masks), got {got}")
+    n = len(mask.layer_shapes)
+    if n == 0 or len(mask.layer_names) != n or len(mask.layer_density) != n:
+        raise ValueError(
+            f"{where}: needs one or more layers, with one name and one density per shape; got "
+            f"{len(mask.layer_names)} names, {n} shapes, {len(mask.layer_density)} densities"
+        )
+    for s in mask.layer_shapes:
+        if not all(isinstance(d, int | np.integer) and d >= 0 for d in s):
+            raise ValueError(f"{where}: layer shape {s!r} is not a tuple of non-negative ints")
+    total = num_weights(mask.layer_shapes)
+    if packed.size != (total + 7) // 8:
+        raise ValueError(
+            f"{where}: packed has {packed.size} bytes but layer shapes {list(mask.layer_shapes)} "
+            f"({total} weights) need {(total + 7) // 8}"
+        )
+    if not all(isinstance(name, str) for name in mask.layer_names):
+        raise ValueError(f"{where}: layer names must be strings, got {mask.layer_names!r}")
+    if not all(isinstance(d, float | int | np.floating) and 0.0 <= d <= 1.0 for d in mask.layer_density):
+        raise ValueError(f"{where}: layer densities must be numbers in [0, 1], got {mask.layer_density!r}")
+    if not isinstance(mask.base_fingerprint, str) or not mask.base_fingerprint:
+        raise ValueError(f"{where}: base_fingerprint must be a non-empty string")
+    for name, arr in mask.bn_stats.items():
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"{where}: BN statistic name {name!r} must be a non-empty string without '/'")
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufc":
+            raise ValueError(f"{where}: BN statistic {name!r} must be a numeric numpy array, got {type(arr)}")
+    try:
+        json.dumps(mask.metrics)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{where}: metrics must be JSON-serialisable ({e}); convert numpy values with float()"
+        ) from e
+    if not isinstance(mask.created, float | int) or not math.isfinite(mask.created):
+        raise ValueError(f"{where}: created must be finite unix seconds, got {mask.created!r}")

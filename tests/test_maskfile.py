@@ -1,0 +1,452 @@
+"""MaskFile: round trips, idempotence, journal recovery, corruption, compaction, sums, scores, real kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from supermask.core.packing import TaskMask, pack_masks
+from supermask.store.errors import (
+    CorruptJournalError,
+    CorruptMaskError,
+    FingerprintMismatchError,
+    MaskExistsError,
+    MaskNotFoundError,
+    NotAMaskFileError,
+    StoreLockedError,
+)
+from supermask.store.journal import FILE_MAGIC
+from supermask.store.maskfile import MaskFile
+
+SHAPES = [(48, 32), (32, 16), (16, 10)]
+CRASH_SHAPES = [(256, 128), (128, 128), (128, 64)]  # 57,344 weights, 7 KiB packed
+
+
+def make_mask(task_id: str, *, shapes=SHAPES, fingerprint: str = "base-a", variant: int = 0) -> TaskMask:
+    """A mask that is a pure function of (task id, variant): rebuilt bit-for-bit anywhere."""
+    seed = int.from_bytes(hashlib.blake2b(f"{task_id}/{variant}".encode(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng(seed)
+    masks = [rng.random(s) < 0.3 for s in shapes]
+    return TaskMask(
+        task_id=task_id,
+        packed=pack_masks(masks),
+        layer_names=[f"layer{i}.weight" for i in range(len(shapes))],
+        layer_shapes=[tuple(s) for s in shapes],
+        layer_density=[float(m.mean()) for m in masks],
+        base_fingerprint=fingerprint,
+        bn_stats={
+            "bn0.running_mean": rng.standard_normal(shapes[0][1]).astype(np.float32),
+            "bn0.running_var": rng.random(shapes[0][1]).astype(np.float32),
+            "bn0.num_batches_tracked": np.array(seed % 1000, dtype=np.int64),
+        },
+        metrics={"acc": float(rng.random()), "epochs": 3, "curve": [0.1, 0.5], "note": task_id},
+        created=1.7e9 + (seed % 10**6) / 7,
+    )
+
+
+def crash_mask(task_id: str) -> TaskMask:
+    return make_mask(task_id, shapes=CRASH_SHAPES)
+
+
+def assert_same(a: TaskMask, b: TaskMask) -> None:
+    assert a.task_id == b.task_id
+    np.testing.assert_array_equal(a.packed, b.packed)
+    assert a.packed.dtype == b.packed.dtype == np.uint8
+    assert a.layer_names == b.layer_names
+    assert [tuple(s) for s in a.layer_shapes] == [tuple(s) for s in b.layer_shapes]
+    assert a.layer_density == b.layer_density
+    assert a.base_fingerprint == b.base_fingerprint
+    assert a.metrics == b.metrics
+    assert a.created == b.created
+    assert a.bn_stats.keys() == b.bn_stats.keys()
+    for k in a.bn_stats:
+        assert a.bn_stats[k].dtype == b.bn_stats[k].dtype and a.bn_stats[k].shape == b.bn_stats[k].shape
+        np.testing.assert_array_equal(a.bn_stats[k], b.bn_stats[k])
+
+
+def wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "shard-000.h5"
+
+
+def test_round_trip_from_journal_and_snapshot(path):
+    masks = [make_mask(f"t{i}") for i in range(4)] + [make_mask("."), make_mask("..")]
+    with MaskFile(path) as store:
+        for m in masks:
+            assert store.put(m) is True
+        for m in masks:
+            assert_same(store.get(m.task_id), m)  # read from the journal
+        assert store.list() == sorted(m.task_id for m in masks) and len(store) == 6 and "t1" in store
+    with MaskFile(path) as store:  # close compacted: now read from the snapshot
+        assert store.stats()["journal_bytes"] == len(FILE_MAGIC)
+        for m in masks:
+            assert_same(store.get(m.task_id, fingerprint="base-a"), m)
+    with h5py.File(path, "r") as f:  # plain h5py sees the documented layout
+        assert f.attrs["format"] == "supermask-maskfile" and f.attrs["format_version"] == 1
+        g = f["masks/t2"]
+        assert g.attrs["checksum"] == masks[2].checksum and g.attrs["base_fingerprint"] == "base-a"
+        np.testing.assert_array_equal(g["packed"][()], masks[2].packed)
+        np.testing.assert_array_equal(g["bn/bn0.running_mean"][()], masks[2].bn_stats["bn0.running_mean"])
+        assert f["masks/%2E"].attrs["task_id"] == "."
+
+
+def test_put_is_idempotent_and_overwrite_is_explicit(path):
+    with MaskFile(path) as store:
+        a, b = make_mask("t"), make_mask("t", variant=1)
+        assert store.put(a) is True
+        size = store.stats()["journal_bytes"]
+        assert store.put(make_mask("t")) is False  # identical: no new record
+        assert store.stats()["journal_bytes"] == size
+        with pytest.raises(MaskExistsError, match="overwrite=True"):
+            store.put(b)
+        assert_same(store.get("t"), a)
+        assert store.put(b, overwrite=True) is True
+        assert_same(store.get("t"), b)
+    with MaskFile(path) as store:
+        assert_same(store.get("t"), b)
+
+
+def test_put_validates_its_input(path):
+    with MaskFile(path) as store:
+        bad_id = make_mask("t")
+        bad_id.task_id = "has space"
+        with pytest.raises(ValueError, match="task id"):
+            store.put(bad_id)
+        short = make_mask("t")
+        short.packed = short.packed[:-1]
+        with pytest.raises(ValueError, match="bytes but layer shapes"):
+            store.put(short)
+        wide = make_mask("t")
+        wide.packed = wide.packed.astype(np.int64)
+        with pytest.raises(ValueError, match="uint8"):
+            store.put(wide)
+        other_shapes = make_mask("u", shapes=[(4, 4)])
+        store.put(make_mask("t"))
+        with pytest.raises(ValueError, match="share its shapes"):
+            store.put(other_shapes)
+        assert len(store) == 1
+
+
+def test_get_many_and_not_found(path):
+    with MaskFile(path) as store:
+        for i in range(3):
+            store.put(make_mask(f"t{i}"))
+        got = store.get_many(["t2", "t0"])
+        assert [m.task_id for m in got] == ["t2", "t0"]
+        with pytest.raises(MaskNotFoundError, match="holds 3 masks") as e:
+            store.get("nope")
+        assert isinstance(e.value, KeyError)
+        with pytest.raises(MaskNotFoundError, match="1 of 2"):
+            store.get_many(["t1", "nope"])
+
+
+def test_delete_survives_reopen(path):
+    with MaskFile(path) as store:
+        for i in range(3):
+            store.put(make_mask(f"t{i}"))
+    store = MaskFile(path)
+    assert store.delete("t1") is True and store.delete("t1") is False
+    store.close(compact=False)  # the delete lives only in the journal
+    with MaskFile(path) as store:
+        assert store.list() == ["t0", "t2"]
+    with MaskFile(path) as store:  # and after compaction
+        assert store.list() == ["t0", "t2"]
+
+
+def test_unclosed_handle_loses_nothing(path, tmp_path):
+    store = MaskFile(path)
+    masks = [make_mask(f"t{i}") for i in range(5)]
+    for m in masks:
+        store.put(m)
+    store.delete("t3")
+    crashed = tmp_path / "copy" / path.name  # the files as a kill -9 would leave them
+    crashed.parent.mkdir()
+    shutil.copy(path, crashed)
+    shutil.copy(wal(path), wal(crashed))
+    with MaskFile(crashed) as copy:
+        assert copy.list() == ["t0", "t1", "t2", "t4"]
+        for m in masks:
+            if m.task_id != "t3":
+                assert_same(copy.get(m.task_id), m)
+    with pytest.raises(StoreLockedError, match="already open"):
+        MaskFile(path)
+    store.close()
+
+
+def test_compaction_keeps_everything_and_empties_journal(path):
+    masks = [make_mask(f"t{i:02d}") for i in range(30)]
+    with MaskFile(path, compact_bytes=8_000) as store:  # ~3 records per journal
+        for m in masks:
+            store.put(m)
+            assert store.stats()["journal_bytes"] < 8_000 + 3_000
+        for m in masks[::3]:
+            store.delete(m.task_id)
+        live = [m for m in masks if m.task_id in store]
+        store.compact()
+        assert store.stats()["journal_bytes"] == len(FILE_MAGIC) and len(store) == 20
+        for m in live:
+            assert_same(store.get(m.task_id), m)
+    with h5py.File(path, "r") as f:
+        assert sorted(f["masks"]) == [m.task_id for m in live]
+    assert not path.with_name(path.name + ".tmp").exists()
+
+
+def test_stale_tmp_is_removed(path, caplog):
+    with MaskFile(path) as store:
+        store.put(make_mask("t"))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"half a snapshot")
+    with caplog.at_level(logging.WARNING), MaskFile(path) as store:
+        assert store.list() == ["t"]
+    assert not tmp.exists() and "cut short" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["half_record", "garbage", "zeros"])
+def test_torn_tail_is_cut(path, caplog, damage):
+    store = MaskFile(path)
+    store.put(make_mask("t0"))
+    store.put(make_mask("t1"))
+    before_last = store.stats()["journal_bytes"]
+    store.put(make_mask("t2"))
+    store.close(compact=False)
+    j = wal(path)
+    size = j.stat().st_size
+    if damage == "half_record":  # the last append cut in half
+        os.truncate(j, before_last + (size - before_last) // 2)
+        good, kept = before_last, ["t0", "t1"]
+    else:  # junk after the last record, as a crash mid-append can leave
+        with open(j, "ab") as f:
+            f.write(b"SMR1\x01" + os.urandom(500) if damage == "garbage" else bytes(4096))
+        good, kept = size, ["t0", "t1", "t2"]
+    with caplog.at_level(logging.WARNING), MaskFile(path) as store:
+        assert store.list() == kept
+        assert j.stat().st_size == good
+        assert "torn tail" in caplog.text
+        store.put(make_mask("t9"))
+    with MaskFile(path) as store:
+        assert store.list() == [*kept, "t9"] and store.verify().ok
+
+
+def test_corrupt_middle_record_raises_and_changes_nothing(path):
+    store = MaskFile(path)
+    for i in range(3):
+        store.put(make_mask(f"t{i}"))
+    store.close(compact=False)
+    j = wal(path)
+    data = bytearray(j.read_bytes())
+    data[len(FILE_MAGIC) + 200] ^= 0xFF  # inside the first record's payload
+    j.write_bytes(bytes(data))
+    before = (path.read_bytes(), j.read_bytes())
+    with pytest.raises(CorruptJournalError, match=rf"{j.name}.*offset {len(FILE_MAGIC)}"):
+        MaskFile(path)
+    assert (path.read_bytes(), j.read_bytes()) == before
+
+
+def test_corrupt_snapshot_mask_is_reported(path):
+    with MaskFile(path) as store:
+        for i in range(3):
+            store.put(make_mask(f"t{i}"))
+    with h5py.File(path, "r+") as f:
+        f["masks/t1/packed"][5] ^= 0x10
+    with MaskFile(path) as store:
+        report = store.verify()
+        assert report.checked == 3 and not report.ok
+        assert (
+            len(report.problems) == 1
+            and report.problems[0].startswith("t1:")
+            and "checksum" in report.problems[0]
+        )
+        with pytest.raises(CorruptMaskError, match=r"'t1'.*shard-000\.h5"):
+            store.get("t1")
+        assert_same(store.get("t0"), make_mask("t0"))
+        store.put(make_mask("t3"))
+        with pytest.raises(CorruptMaskError, match="Compaction was abandoned"):
+            store.compact()
+        assert store.delete("t1")  # the remedy works
+        assert store.verify().ok
+
+
+def test_fingerprint_mismatch_names_both_bases(path):
+    with MaskFile(path) as store:
+        store.put(make_mask("t", fingerprint="aaaa"))
+        with pytest.raises(FingerprintMismatchError) as e:
+            store.get("t", fingerprint="bbbb")
+        msg = str(e.value)
+        assert "learned on base aaaa, not bbbb" in msg and "(arch, seed, init, shapes)" in msg
+        with pytest.raises(FingerprintMismatchError):
+            store.get_many(["t"], fingerprint="bbbb")
+
+
+def test_refuses_foreign_files(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(NotAMaskFileError, match="not an HDF5 file"):
+        MaskFile(text)
+    assert text.read_text() == "not hdf5" and not wal(text).exists()
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.arange(3)
+    before = other.read_bytes()
+    with pytest.raises(NotAMaskFileError, match="not a supermask mask file"):
+        MaskFile(other)
+    assert other.read_bytes() == before
+    bad_wal = tmp_path / "s.h5"
+    wal(bad_wal).write_bytes(b"some other journal format")
+    with pytest.raises(NotAMaskFileError, match="journal"):
+        MaskFile(bad_wal)
+    assert wal(bad_wal).read_bytes() == b"some other journal format"
+
+
+def test_export_import_round_trip(path, tmp_path):
+    masks = [make_mask(f"t{i}") for i in range(5)]
+    with MaskFile(path) as store:
+        for m in masks:
+            store.put(m)
+        out = tmp_path / "export.h5"
+        assert store.export(out) == 5
+        with pytest.raises(FileExistsError):
+            store.export(out)
+    with MaskFile(tmp_path / "b.h5") as other:
+        other.put(make_mask("t0", variant=1))
+        with pytest.raises(MaskExistsError, match="nothing was imported"):
+            other.import_from(out)
+        assert len(other) == 1
+        assert other.import_from(out, overwrite=True) == 5
+        assert other.import_from(out) == 0
+        assert other.stats()["journal_bytes"] > len(FILE_MAGIC)  # imports are journaled
+    with MaskFile(tmp_path / "b.h5") as other:
+        for m in masks:
+            assert_same(other.get(m.task_id), m)
+    with MaskFile(tmp_path / "c.h5") as third:
+        assert third.import_from(path) == 5  # another store's (compacted) snapshot
+
+
+def unpacked_sum(masks: list[TaskMask]) -> list[np.ndarray]:
+    return [sum(m.masks()[i].astype(np.int32) for m in masks) for i in range(len(SHAPES))]
+
+
+def test_mask_sum_tracks_puts_deletes_and_reopen(path):
+    masks = {f"t{i}": make_mask(f"t{i}") for i in range(7)}
+    with MaskFile(path) as store:
+        assert store.mask_sum() == ([], 0)
+        for m in list(masks.values())[:4]:
+            store.put(m)
+        sums, n = store.mask_sum()
+        assert n == 4 and all(s.dtype == np.int32 for s in sums)
+        for got, want in zip(sums, unpacked_sum(list(masks.values())[:4]), strict=True):
+            np.testing.assert_array_equal(got, want)
+        for m in list(masks.values())[4:]:
+            store.put(m)  # kept up to date incrementally from here on
+        store.delete("t2")
+        masks["t5"] = make_mask("t5", variant=1)
+        store.put(masks["t5"], overwrite=True)
+        del masks["t2"]
+        sums, n = store.mask_sum("base-a")
+        assert n == 6
+        for got, want in zip(sums, unpacked_sum(list(masks.values())), strict=True):
+            np.testing.assert_array_equal(got, want)
+        store.put(make_mask("x", fingerprint="base-b"))
+        with pytest.raises(ValueError, match="2 bases"):
+            store.mask_sum()
+        assert store.mask_sum("base-b")[1] == 1 and store.stats()["fingerprints"] == {
+            "base-a": 6,
+            "base-b": 1,
+        }
+    with MaskFile(path) as store:
+        sums, n = store.mask_sum("base-a")
+        assert n == 6
+        for got, want in zip(sums, unpacked_sum(list(masks.values())), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_scores_equal_dense_inner_products(path):
+    rng = np.random.default_rng(0)
+    masks = [make_mask(f"t{i}") for i in range(10)]
+    tensors = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    want = {
+        m.task_id: sum(
+            float((t.astype(np.float64) * b).sum()) for t, b in zip(tensors, m.masks(), strict=True)
+        )
+        for m in masks
+    }
+    with MaskFile(path, compact_bytes=20_000) as store:
+        for m in masks:
+            store.put(m)  # some masks end in the snapshot, some in the journal
+        for chunk in (1, 3, 64):
+            got = store.scores(tensors, chunk=chunk)
+            assert got.keys() == want.keys()
+            np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5, atol=1e-4)
+        with pytest.raises(ValueError, match="shapes"):
+            store.scores(tensors[:2])
+
+
+CHILD = """
+import logging, sys
+sys.path.insert(0, sys.argv[3])
+from test_maskfile import crash_mask
+from supermask.store.maskfile import MaskFile
+logging.basicConfig(level=logging.WARNING)
+store = MaskFile(sys.argv[1], compact_bytes=150_000)
+print("ready", flush=True)
+run, i = sys.argv[2], 0
+while True:
+    tid = f"r{run}-{i}"
+    store.put(crash_mask(tid))
+    print("P", tid, flush=True)
+    if i % 3 == 2:
+        victim = f"r{run}-{i - 1}"
+        print("d", victim, flush=True)
+        store.delete(victim)
+        print("D", victim, flush=True)
+    i += 1
+"""
+
+
+def test_kill_9_at_random_moments_loses_no_acknowledged_write(path):
+    rng = random.Random(1234)
+    acked, deleted, maybe_deleted = set(), set(), set()
+    started = time.monotonic()
+    for run in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(run), str(Path(__file__).parent)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = proc.stdout.readline()
+        if first != "ready\n":
+            proc.kill()
+            pytest.fail(f"store did not open after kill {run}: {proc.communicate()[1]}")
+        time.sleep(rng.uniform(0.05, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        for line in out.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                continue
+            kind, tid = line.split()
+            {"P": acked, "d": maybe_deleted, "D": deleted}[kind].add(tid)
+    assert time.monotonic() - started < 60
+    with MaskFile(path) as store:
+        assert store.verify().ok
+        present = set(store.list())
+        assert acked and deleted
+        assert (acked - maybe_deleted) <= present  # every acknowledged put survives
+        assert not (deleted & present)  # every acknowledged delete too
+        for tid in present:  # whatever is there is whole: equal to what was put
+            assert_same(store.get(tid), crash_mask(tid))
