@@ -10,7 +10,7 @@ import torch
 from supermask.core.masks import MASK_METHODS, build_mask_method, kept_count, layer_densities
 from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
 from supermask.core.packing import pack_masks, unpack_masks
-from supermask.core.search import SearchConfig, evaluate_mask, search_mask
+from supermask.core.search import MaskSearch, SearchConfig, evaluate_mask, search_mask
 from supermask.registry import UnknownNameError
 
 FC1024 = BaseSpec(arch="fc1024", input_shape=(784,), num_outputs=500)
@@ -257,3 +257,49 @@ def test_wrong_input_shape_is_a_clear_error(make_teacher_data):
 
 def test_registry_names():
     assert {"fc1024", "lenet300", "conv4", "conv6", "resnet18"} <= set(ARCHITECTURES.names())
+
+
+@pytest.mark.parametrize("method", ["topk", "str"])
+def test_interrupted_search_resumes_bit_for_bit(make_teacher_data, method):
+    base = _mlp_base(batchnorm=True)
+    x, y = make_teacher_data(300, 16, 4, seed=6)
+    config = SearchConfig(method=method, density=0.3, optimizer="adam", lr=0.01, epochs=4, batch_size=64)
+    whole = MaskSearch(base, x, y, config).run()
+
+    first = MaskSearch(base, x, y, config)
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        first.run(
+            checkpoint_every=5,
+            on_checkpoint=lambda state: (saved.append(state), len(saved) == 2 and _interrupt()),
+        )
+    state = torch.load(_roundtrip(saved[-1]), weights_only=False)  # as a worker would read it from disk
+    second = MaskSearch(base, x, y, config)
+    second.load_state_dict(state)
+    resumed = second.run()
+    assert resumed.metrics["resumed_at_steps"] == [10]
+    assert np.array_equal(resumed.packed, whole.packed)
+    for k in whole.bn_stats:
+        assert np.array_equal(resumed.bn_stats[k], whole.bn_stats[k])
+
+
+def test_checkpoint_of_another_task_is_refused(make_teacher_data):
+    base = _mlp_base()
+    x, y = make_teacher_data(128, 16, 4, seed=6)
+    config = SearchConfig(iterations=4, batch_size=32)
+    state = MaskSearch(base, x, y, config, task_id="a").state_dict()
+    with pytest.raises(ValueError, match="stale checkpoint"):
+        MaskSearch(base, x, y, config, task_id="b").load_state_dict(state)
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _roundtrip(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

@@ -78,16 +78,198 @@ def total_steps(config: SearchConfig, num_train: int) -> int:
     return int(config.epochs or 1) * math.ceil(num_train / config.batch_size)
 
 
-def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
-    """Yield index batches from seeded per-epoch shuffles until `steps` batches are out."""
-    done = 0
-    while done < steps:
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            if done == steps:
-                return
-            yield perm[start : start + batch_size]
-            done += 1
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The seeded shuffle of epoch `epoch`: any step's batch can be recomputed, so a search resumes exactly."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    return torch.randperm(n, generator=generator)
+
+
+class MaskSearch:
+    """One task's mask search as a resumable object: step it, checkpoint it, finish it.
+
+    With `shard=(rank, world)` each of `world` workers takes its slice of every (identical) global
+    batch, and `grad_sync` (e.g. an all-reduce) runs between backward and the optimizer step: that is
+    data-parallel search over one task.
+    """
+
+    def __init__(
+        self,
+        base: BaseNetwork,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        config: SearchConfig,
+        *,
+        task_id: str = "task",
+        num_classes: int | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+        grad_sync: Callable[[MaskMethod], None] | None = None,
+    ) -> None:
+        if train_x.shape[1:] != torch.Size(base.spec.input_shape):
+            raise ValueError(
+                f"task {task_id}: inputs have shape {tuple(train_x.shape[1:])} but the base expects "
+                f"{tuple(base.spec.input_shape)}; set base.input_shape to match the stream"
+            )
+        if config.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {config.schedule!r}; known: {', '.join(SCHEDULES)}")
+        self.base, self.train_x, self.train_y, self.config = base, train_x, train_y, config
+        self.task_id, self.num_classes, self.device = task_id, num_classes, device
+        self.rank, self.world = shard
+        self.grad_sync = grad_sync
+        torch.manual_seed(config.seed)
+        self.method = build_mask_method(
+            config.method, base.layer_shapes, config.density, seed=config.seed, **config.method_options
+        ).to(device)
+        self.bn_state = base.fresh_bn_state(device)
+        self.optimizer = _optimizer(config, self.method.parameters())
+        self.steps = total_steps(config, len(train_x))
+        self.steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+        self.schedule = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.steps)
+            if config.schedule == "cosine"
+            else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        )
+        self.step = 0
+        self.seconds = 0.0
+        self.resumed_at: list[int] = []
+        self.curve: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
+        self.extra: dict[str, list] = {}
+        self._window = [0.0, 0.0, 0.0]  # loss sum, correct, seen since the last curve point
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def _batch(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, _epoch_order(len(self.train_x), self.config.seed, epoch))
+        size = self.config.batch_size
+        idx = self._order[1][position * size : (position + 1) * size]
+        return idx[self.rank :: self.world]
+
+    def run_step(self, hooks: list[StepHook] = ()) -> dict[str, float]:
+        """Take one optimizer step; returns the step's metrics."""
+        started = time.perf_counter()
+        self.base.train()
+        idx = self._batch(self.step)
+        x, y = self.train_x[idx].to(self.device), self.train_y[idx].to(self.device)
+        logits = self.base(x, self.method(), self.bn_state)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.method)
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        metrics = self.method.after_step()
+        with torch.no_grad():
+            pred = (logits[:, : self.num_classes] if self.num_classes else logits).argmax(1)
+            correct = float((pred == y).sum())
+        loss_value = float(loss.detach())
+        self._window[0] += loss_value * len(y)
+        self._window[1] += correct
+        self._window[2] += len(y)
+        info = StepInfo(
+            self.step,
+            self.steps,
+            loss_value,
+            correct / max(len(y), 1),
+            self.schedule.get_last_lr()[0],
+            self.method,
+            self.base,
+        )
+        for hook in hooks:
+            metrics.update(hook(info) or {})
+        if self.step % self.config.log_every == 0 or self.step == self.steps:
+            loss_sum, correct_sum, seen = self._window
+            self.curve["step"].append(self.step)
+            self.curve["loss"].append(loss_sum / max(seen, 1))
+            self.curve["accuracy"].append(correct_sum / max(seen, 1))
+            for k, v in metrics.items():
+                self.extra.setdefault(k, []).append(float(v))
+            self._window = [0.0, 0.0, 0.0]
+        self.seconds += time.perf_counter() - started
+        return metrics
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def run(
+        self,
+        hooks: list[StepHook] = (),
+        *,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[dict], None] | None = None,
+    ) -> TaskMask:
+        """Step until the budget is spent (checkpointing every `checkpoint_every` steps), then finish."""
+        while not self.done:
+            self.run_step(hooks)
+            if checkpoint_every and on_checkpoint and self.step % checkpoint_every == 0 and not self.done:
+                on_checkpoint(self.state_dict())
+        return self.result()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this search bit-for-bit in another process."""
+        return {
+            "task_id": self.task_id,
+            "base_fingerprint": self.base.fingerprint,
+            "step": self.step,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "resumed_at": list(self.resumed_at),
+            "method": {k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "bn_state": {k: v.detach().cpu().clone() for k, v in self.bn_state.items()},
+            "curve": self.curve,
+            "extra": self.extra,
+            "window": list(self._window),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` output of a search of the same task, base and config."""
+        if state["base_fingerprint"] != self.base.fingerprint or state["task_id"] != self.task_id:
+            raise ValueError(
+                f"checkpoint is of task {state['task_id']!r} on base {state['base_fingerprint']}, not "
+                f"{self.task_id!r} on {self.base.fingerprint}; delete the stale checkpoint"
+            )
+        if state["steps"] != self.steps:
+            raise ValueError(f"checkpoint budget is {state['steps']} steps, this search has {self.steps}")
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        for k, v in state["bn_state"].items():
+            self.bn_state[k].copy_(v)
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.resumed_at = list(state["resumed_at"]) + [state["step"]]
+        self.curve, self.extra, self._window = state["curve"], state["extra"], list(state["window"])
+
+    def result(self) -> TaskMask:
+        """Finish the search (final calibration) and return the packed mask with BN statistics and metrics."""
+        final = self.method.finalize()
+        self.base.eval()
+        hard = self.method.hard_masks()
+        metrics = {
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "samples_per_second": self.steps * self.config.batch_size / max(self.seconds, 1e-9),
+            "train_curve": self.curve,
+            "train_accuracy": self.curve["accuracy"][-1] if self.curve["accuracy"] else None,
+            "resumed_at_steps": self.resumed_at,
+            **{f"curve_{k}": v for k, v in self.extra.items()},
+            **final,
+        }
+        return TaskMask(
+            task_id=self.task_id,
+            packed=pack_masks(hard),
+            layer_names=list(self.base.masked_names),
+            layer_shapes=[tuple(s) for s in self.base.layer_shapes],
+            layer_density=[float(m.mean()) for m in hard],
+            base_fingerprint=self.base.fingerprint,
+            bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.bn_state.items()},
+            metrics=metrics,
+            created=time.time(),
+        )
 
 
 def search_mask(
@@ -102,87 +284,10 @@ def search_mask(
     device: torch.device | str = "cpu",
 ) -> TaskMask:
     """Learn a mask for one task on `base` and return it packed with its BN statistics and metrics."""
-    if train_x.shape[1:] != torch.Size(base.spec.input_shape):
-        raise ValueError(
-            f"task {task_id}: inputs have shape {tuple(train_x.shape[1:])} but the base expects "
-            f"{tuple(base.spec.input_shape)}; set base.input_shape to match the stream"
-        )
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {config.schedule!r}; known: {', '.join(SCHEDULES)}")
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    method = build_mask_method(
-        config.method, base.layer_shapes, config.density, seed=config.seed, **config.method_options
-    ).to(device)
-    bn_state = base.fresh_bn_state(device)
-    optimizer = _optimizer(config, method.parameters())
-    steps = total_steps(config, len(train_x))
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        if config.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    search = MaskSearch(
+        base, train_x, train_y, config, task_id=task_id, num_classes=num_classes, device=device
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    base.train()
-    curve: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
-    extra: dict[str, list] = {}
-    run_loss = run_correct = run_seen = 0.0
-    for step, idx in enumerate(_batches(len(train_x), config.batch_size, steps, generator), start=1):
-        x, y = train_x[idx].to(device), train_y[idx].to(device)
-        logits = base(x, method(), bn_state)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        step_metrics = method.after_step()
-        with torch.no_grad():
-            pred = (logits[:, :num_classes] if num_classes else logits).argmax(1)
-            run_correct += float((pred == y).sum())
-        run_loss += float(loss.detach()) * len(y)
-        run_seen += len(y)
-        info = StepInfo(
-            step,
-            steps,
-            float(loss.detach()),
-            float((pred == y).float().mean()),
-            schedule.get_last_lr()[0],
-            method,
-            base,
-        )
-        for hook in hooks:
-            step_metrics.update(hook(info) or {})
-        if step % config.log_every == 0 or step == steps:
-            curve["step"].append(step)
-            curve["loss"].append(run_loss / run_seen)
-            curve["accuracy"].append(run_correct / run_seen)
-            for k, v in step_metrics.items():
-                extra.setdefault(k, []).append(float(v))
-            run_loss = run_correct = run_seen = 0.0
-    final = method.finalize()
-    base.eval()
-    hard = method.hard_masks()
-    seconds = time.perf_counter() - started
-    metrics = {
-        "steps": steps,
-        "seconds": seconds,
-        "samples_per_second": steps * config.batch_size / max(seconds, 1e-9),
-        "train_curve": curve,
-        "train_accuracy": curve["accuracy"][-1] if curve["accuracy"] else None,
-        **{f"curve_{k}": v for k, v in extra.items()},
-        **final,
-    }
-    return TaskMask(
-        task_id=task_id,
-        packed=pack_masks(hard),
-        layer_names=list(base.masked_names),
-        layer_shapes=[tuple(s) for s in base.layer_shapes],
-        layer_density=[float(m.mean()) for m in hard],
-        base_fingerprint=base.fingerprint,
-        bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in bn_state.items()},
-        metrics=metrics,
-        created=time.time(),
-    )
+    return search.run(hooks)
 
 
 def mask_tensors(mask: TaskMask, device: torch.device | str = "cpu") -> list[torch.Tensor]:
