@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from supermask.core import packing
 from supermask.core.packing import TaskMask, pack_masks
 from supermask.store.errors import (
     CorruptJournalError,
@@ -31,6 +32,7 @@ from supermask.store.journal import FILE_MAGIC
 from supermask.store.maskfile import MaskFile
 
 SHAPES = [(48, 32), (32, 16), (16, 10)]
+PACKAGE_DIR = str(Path(packing.__file__).parents[1])  # .../supermask
 CRASH_SHAPES = [(256, 128), (128, 128), (128, 64)]  # 57,344 weights, 7 KiB packed
 
 
@@ -313,6 +315,19 @@ def test_refuses_foreign_files(tmp_path):
     assert wal(bad_wal).read_bytes() == b"some other journal format"
 
 
+def test_creation_cut_short_is_finished(path):
+    wal(path).write_bytes(bytes(4096))  # a new journal whose blocks never reached the disk
+    with MaskFile(path) as store:
+        store.put(make_mask("t"))
+    path.unlink()  # a journal without its snapshot still holds its records
+    store = MaskFile(path)
+    store.put(make_mask("u"))
+    store.close(compact=False)
+    path.unlink()
+    with MaskFile(path) as store:
+        assert store.list() == ["u"]
+
+
 def test_export_import_round_trip(path, tmp_path):
     masks = [make_mask(f"t{i}") for i in range(5)]
     with MaskFile(path) as store:
@@ -397,19 +412,23 @@ def test_scores_equal_dense_inner_products(path):
 
 
 CHILD = """
-import logging, sys
+import logging, sys, types
+# Skip the package __init__ (it imports torch, ~2 s a start): the store needs only numpy and h5py.
+pkg = types.ModuleType("supermask")
+pkg.__path__ = [sys.argv[4]]
+sys.modules["supermask"] = pkg
 sys.path.insert(0, sys.argv[3])
 from test_maskfile import crash_mask
 from supermask.store.maskfile import MaskFile
 logging.basicConfig(level=logging.WARNING)
-store = MaskFile(sys.argv[1], compact_bytes=150_000)
+store = MaskFile(sys.argv[1], compact_bytes=1_000_000)
 print("ready", flush=True)
 run, i = sys.argv[2], 0
 while True:
     tid = f"r{run}-{i}"
     store.put(crash_mask(tid))
     print("P", tid, flush=True)
-    if i % 3 == 2:
+    if i % 4:  # keep one mask in four, so compaction stays short next to the appends
         victim = f"r{run}-{i - 1}"
         print("d", victim, flush=True)
         store.delete(victim)
@@ -421,10 +440,9 @@ while True:
 def test_kill_9_at_random_moments_loses_no_acknowledged_write(path):
     rng = random.Random(1234)
     acked, deleted, maybe_deleted = set(), set(), set()
-    started = time.monotonic()
     for run in range(20):
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(run), str(Path(__file__).parent)],
+            [sys.executable, "-c", CHILD, str(path), str(run), str(Path(__file__).parent), PACKAGE_DIR],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -435,13 +453,13 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(path):
             pytest.fail(f"store did not open after kill {run}: {proc.communicate()[1]}")
         time.sleep(rng.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, f"the writer failed on its own before the kill: {err}"
         for line in out.splitlines(keepends=True):
             if not line.endswith("\n"):
                 continue
             kind, tid = line.split()
             {"P": acked, "d": maybe_deleted, "D": deleted}[kind].add(tid)
-    assert time.monotonic() - started < 60
     with MaskFile(path) as store:
         assert store.verify().ok
         present = set(store.list())

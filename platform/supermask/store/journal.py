@@ -144,9 +144,7 @@ class Journal:
         self.path = path
         self._owner = owner
         self._fd: int | None = None
-        created = not path.exists()
-        if not created:
-            self._check_magic()
+        fresh = not path.exists() or self._unwritten()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if fcntl is not None:
@@ -157,7 +155,7 @@ class Journal:
                         f"{owner} is already open for writing (lock on {path}); a shard file has one "
                         "writer: close the other MaskFile, or wait for the process that holds it to exit"
                     ) from None
-            if os.fstat(fd).st_size < len(FILE_MAGIC):  # new, or a creation cut short
+            if fresh:  # new, or a creation cut short
                 os.ftruncate(fd, 0)
                 os.write(fd, FILE_MAGIC)
                 os.fsync(fd)
@@ -168,14 +166,19 @@ class Journal:
         self._fd = fd
         self.size = os.fstat(fd).st_size
 
-    def _check_magic(self) -> None:
+    def _unwritten(self) -> bool:
+        """True for a journal whose creation was cut short; raise for a file that is no journal."""
         with open(self.path, "rb") as f:
             head = f.read(len(FILE_MAGIC))
-        if not FILE_MAGIC.startswith(head):  # a shorter prefix is a creation cut short: rewritten
-            raise NotAMaskFileError(
-                f"{self.path} exists but is not a supermask mask-file journal (expected it to start with "
-                f"{FILE_MAGIC!r}); it was left untouched: move it aside or choose another path for {self._owner}"
-            )
+            if head == FILE_MAGIC:
+                return False
+            # A prefix of the magic, or zeros only (a crash can leave a new file's blocks unwritten).
+            if FILE_MAGIC.startswith(head) or not (head + f.read()).strip(b"\0"):
+                return True
+        raise NotAMaskFileError(
+            f"{self.path} exists but is not a supermask mask-file journal (expected it to start with "
+            f"{FILE_MAGIC!r}); it was left untouched: move it aside or choose another path for {self._owner}"
+        )
 
     @property
     def record_bytes(self) -> int:

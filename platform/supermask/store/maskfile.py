@@ -39,11 +39,14 @@ import numpy as np
 
 from supermask.core.packing import TaskMask
 from supermask.store.errors import (
+    CorruptJournalError,
     CorruptMaskError,
     FingerprintMismatchError,
     MaskExistsError,
     MaskFileError,
     MaskNotFoundError,
+    NotAMaskFileError,
+    StoreLockedError,
 )
 from supermask.store.index import Entry, MaskIndex, score_rows
 from supermask.store.journal import (
@@ -57,6 +60,20 @@ from supermask.store.journal import (
 from supermask.store.reader import MaskReader
 from supermask.store.snapshot import group_name, open_snapshot, read_entries, read_mask, write_snapshot
 from supermask.store.validation import num_weights, validate_mask
+
+__all__ = [
+    "CorruptJournalError",
+    "CorruptMaskError",
+    "FingerprintMismatchError",
+    "MaskExistsError",
+    "MaskFile",
+    "MaskFileError",
+    "MaskNotFoundError",
+    "NotAMaskFileError",
+    "StoreLockedError",
+    "VerifyReport",
+    "validate_mask",
+]
 
 logger = logging.getLogger(__name__)
 
