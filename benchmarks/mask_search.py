@@ -34,8 +34,15 @@ def measure(spec_path: Path, tasks: int, threads: int) -> dict:
         mask = learn_task(spec, t)
         seconds = time.perf_counter() - started
         samples = mask.metrics["steps"] * spec.search.batch_size
-        rows.append({"task": t, "seconds": seconds, "steps": mask.metrics["steps"], "samples": samples,
-                     "train_accuracy": mask.metrics["train_accuracy"]})
+        rows.append(
+            {
+                "task": t,
+                "seconds": seconds,
+                "steps": mask.metrics["steps"],
+                "samples": samples,
+                "train_accuracy": mask.metrics["train_accuracy"],
+            }
+        )
     total = sum(r["seconds"] for r in rows)
     return {
         "spec": spec_path.name,
@@ -64,14 +71,18 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": torch.get_num_threads()},
-        "runs": [measure(ROOT / "tasks" / name, args.tasks, args.threads)
-                 for name in ("permuted_mnist_supsup.yaml", "permuted_mnist_edgepopup.yaml")],
+        "runs": [
+            measure(ROOT / "tasks" / name, args.tasks, args.threads)
+            for name in ("permuted_mnist_supsup.yaml", "permuted_mnist_edgepopup.yaml")
+        ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     for run in results["runs"]:
-        print(f"{run['spec']:<34} {run['samples_per_second']:>8.0f} samples/s  {run['tasks_per_hour']:>7.0f} tasks/h  "
-              f"({run['seconds_per_task']:.1f} s/task, {args.threads} thread(s))")
+        print(
+            f"{run['spec']:<34} {run['samples_per_second']:>8.0f} samples/s  {run['tasks_per_hour']:>7.0f} tasks/h  "
+            f"({run['seconds_per_task']:.1f} s/task, {args.threads} thread(s))"
+        )
     print(f"wrote {args.out}")
 
 

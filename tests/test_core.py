@@ -118,9 +118,11 @@ def test_straight_through_gradient_reaches_every_score(name):
     shapes = [(8, 6), (3, 8)]
     method = build_mask_method(name, shapes, 0.3)
     masks = method()
-    weights = [torch.randn(s) for s in shapes]
-    x = torch.randn(5, 6)
-    out = (x @ (weights[0] * masks[0]).T).relu() @ (weights[1] * masks[1]).T
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(s, generator=g) for s in shapes]
+    x = torch.randn(5, 6, generator=g)
+    # Linear on purpose: a ReLU would zero the gradient of dead units' weights, masked or not.
+    out = (x @ (weights[0] * masks[0]).T) @ (weights[1] * masks[1]).T
     out.square().sum().backward()
     for scores, mask in zip(method.scores, masks):
         assert scores.grad is not None

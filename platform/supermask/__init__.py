@@ -4,37 +4,51 @@ The names users need, importable without Ray:
 
     from supermask import BaseSpec, build_base, SearchConfig, search_mask, evaluate_mask
     from supermask import build_stream, load_spec, MaskFile
+
+They are loaded on first use, so a process that needs only the store (a shard actor) does not
+pay for importing torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from supermask.core.masks import MASK_METHODS, build_mask_method, layer_densities  # noqa: E402
-from supermask.core.nets import ARCHITECTURES, BaseNetwork, BaseSpec, build_base  # noqa: E402
-from supermask.core.packing import TaskMask, pack_masks, unpack_masks  # noqa: E402
-from supermask.core.search import SearchConfig, evaluate_mask, search_mask  # noqa: E402
-from supermask.data import STREAMS, build_stream  # noqa: E402
-from supermask.spec import Spec, SpecError, load_spec  # noqa: E402
-from supermask.store.maskfile import MaskFile  # noqa: E402
+_EXPORTS = {
+    "MASK_METHODS": "supermask.core.masks",
+    "build_mask_method": "supermask.core.masks",
+    "layer_densities": "supermask.core.masks",
+    "ARCHITECTURES": "supermask.core.nets",
+    "BaseNetwork": "supermask.core.nets",
+    "BaseSpec": "supermask.core.nets",
+    "build_base": "supermask.core.nets",
+    "TaskMask": "supermask.core.packing",
+    "pack_masks": "supermask.core.packing",
+    "unpack_masks": "supermask.core.packing",
+    "MaskSearch": "supermask.core.search",
+    "SearchConfig": "supermask.core.search",
+    "evaluate_mask": "supermask.core.search",
+    "search_mask": "supermask.core.search",
+    "STREAMS": "supermask.data",
+    "build_stream": "supermask.data",
+    "Spec": "supermask.spec",
+    "SpecError": "supermask.spec",
+    "load_spec": "supermask.spec",
+    "MaskFile": "supermask.store.maskfile",
+}
 
-__all__ = [
-    "ARCHITECTURES",
-    "MASK_METHODS",
-    "STREAMS",
-    "BaseNetwork",
-    "BaseSpec",
-    "MaskFile",
-    "SearchConfig",
-    "Spec",
-    "SpecError",
-    "TaskMask",
-    "__version__",
-    "build_base",
-    "build_mask_method",
-    "build_stream",
-    "evaluate_mask",
-    "layer_densities",
-    "load_spec",
-    "pack_masks",
-    "search_mask",
-    "unpack_masks",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'supermask' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     export = store_sub.add_parser("export", help="write the store's masks into one standalone HDF5 file")
     export.add_argument("path", type=Path)
     export.add_argument("dest", type=Path)
+    reshard = store_sub.add_parser(
+        "reshard", help="move whole partitions between shard files so a store has N shards (store closed)"
+    )
+    reshard.add_argument("path", type=Path, help="the store folder (holding store.json)")
+    reshard.add_argument("num_shards", type=int, help="the new number of shards")
     return parser
 
 
@@ -105,6 +110,15 @@ def _cmd_run(args) -> int:
 def _cmd_store(args) -> int:
     from supermask.store.maskfile import MaskFile
 
+    if args.store_command == "reshard":
+        from supermask.runtime.mask_store import MaskStore
+
+        done = MaskStore.reshard(args.path, args.num_shards)
+        print(
+            f"resharded {done['root']} from {done['from']} to {done['to']} shards: "
+            f"{done['moved_partitions']} partitions, {done['moved_masks']} masks moved"
+        )
+        return 0
     if args.store_command == "export":
         files = _store_files(args.path)
         if len(files) != 1:
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from supermask.data import DatasetUnavailable
+    from supermask.runtime.job import JobFailed
     from supermask.spec import SpecError
     from supermask.store.errors import MaskFileError
 
@@ -179,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, FileNotFoundError, MaskFileError, DatasetUnavailable) as e:
         print(f"supermask: error: {e}", file=sys.stderr)
         return 2
+    except JobFailed as e:
+        print(f"supermask: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "supermask: interrupted; learned masks are kept in the store, run again to resume",

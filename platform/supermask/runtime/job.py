@@ -1,26 +1,30 @@
-"""The main job on Ray: learn every task of a stream as Ray tasks, store the masks, evaluate GG."""
+"""The main job on Ray: learn every task of a stream with Ray Train, keep the masks in the sharded
+store, evaluate scenario GG on base-network actors with masks read back from disk."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-import torch
+import ray.train
 from tqdm.auto import tqdm
 
-from supermask.core.packing import TaskMask
-from supermask.learn import evaluate_task, learn_task, make_base, make_stream
+from supermask.learn import make_base, make_stream
+from supermask.runtime.base_actors import base_pool
+from supermask.runtime.events import read_events
+from supermask.runtime.mask_store import MaskStore
+from supermask.runtime.train_search import SearchPlan, num_workers, run_search
 from supermask.spec import Spec
-from supermask.store.maskfile import MaskFile
 
 log = logging.getLogger(__name__)
 
 
 class JobFailed(RuntimeError):
-    """Some tasks failed; the masks that were learned are kept in the store."""
+    """The search could not finish; every mask stored so far is kept, and a rerun resumes."""
 
 
 @dataclass
@@ -32,7 +36,8 @@ class TaskOutcome:
     mask_bytes: int | None = None
     train_accuracy: float | None = None
     search_seconds: float | None = None
-    skipped: bool = False  # already in the store when the job started
+    skipped: bool = False  # already in the store when this command started
+    resumed_at_steps: list[int] = field(default_factory=list)
     error: str | None = None
 
 
@@ -46,131 +51,120 @@ class JobResult:
     learn_seconds: float = 0.0
     eval_seconds: float = 0.0
     resources: dict = field(default_factory=dict)
+    strategy: str = ""
+    workers: int = 0
+    shards: int = 0
 
 
-def _device(use_gpu: bool) -> str:
-    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+class _StoreProgress:
+    """A progress bar that follows the store: it counts tasks as their masks land."""
 
+    def __init__(self, store: MaskStore, task_ids: list[str], events: Path, enabled: bool) -> None:
+        self.store, self.task_ids, self.events = store, task_ids, events
+        self.bar = tqdm(total=len(task_ids), desc="learning masks", unit="task", disable=not enabled)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-@ray.remote
-def _learn_remote(spec: Spec, t: int) -> TaskMask:
-    torch.set_num_threads(spec.run.threads_per_task)
-    return learn_task(spec, t, device=_device(spec.run.use_gpu))
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self._update()
 
+    def _update(self) -> None:
+        try:
+            done = len(self.task_ids) - len(self.store.missing(self.task_ids))
+        except Exception:  # a shard restarting: try again on the next tick
+            return
+        self.bar.update(done - self.bar.n)
+        stored = [e for e in read_events(self.events) if e["event"] == "task_stored"]
+        if stored:
+            last = stored[-1]
+            self.bar.set_postfix_str(f"{last['task']} train acc {last['train_accuracy']:.3f}")
 
-@ray.remote
-def _evaluate_remote(spec: Spec, t: int, mask: TaskMask) -> float:
-    torch.set_num_threads(spec.run.threads_per_task)
-    return evaluate_task(spec, t, mask, device=_device(spec.run.use_gpu))
+    def __enter__(self):
+        self._thread.start()
+        return self
 
-
-def _task_options(spec: Spec) -> dict:
-    if spec.run.use_gpu:
-        return {"num_cpus": 1, "num_gpus": 1}
-    return {"num_cpus": spec.run.threads_per_task}
-
-
-def _concurrency(spec: Spec, resources: dict) -> int:
-    if spec.run.concurrency:
-        return spec.run.concurrency
-    if spec.run.use_gpu:
-        return max(1, int(resources.get("GPU", 0)))
-    return max(1, int(resources.get("CPU", 1)) // spec.run.threads_per_task)
-
-
-def _run_bounded(remote_fn, spec: Spec, work: list, limit: int, on_done, desc: str, progress: bool) -> None:
-    """Submit `remote_fn(spec, *args)` for each item, at most `limit` in flight, calling on_done as they finish."""
-    pending: dict = {}
-    queue = list(work)
-    bar = tqdm(total=len(work), desc=desc, unit="task", disable=not progress)
-    options = _task_options(spec)
-    try:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                args = queue.pop(0)
-                pending[remote_fn.options(**options).remote(spec, *args)] = args
-            done, _ = ray.wait(list(pending), num_returns=1)
-            args = pending.pop(done[0])
-            try:
-                value, error = ray.get(done[0]), None
-            except ray.exceptions.RayError as e:
-                value, error = None, e
-            postfix = on_done(args, value, error)
-            bar.update(1)
-            if postfix:
-                bar.set_postfix_str(postfix)
-    finally:
-        bar.close()
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self.bar.close()
 
 
 def run_job(spec: Spec, out_dir: Path, progress: bool = True) -> JobResult:
     """Learn the spec's stream on the connected Ray, store masks under out_dir/store, evaluate GG."""
     started = time.perf_counter()
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
     stream = make_stream(spec)
     base = make_base(spec, stream)
     result = JobResult(
         base_fingerprint=base.fingerprint,
         data_source=stream.data_source,
-        num_weights=sum(int(torch.tensor(s).prod()) for s in base.layer_shapes),
+        num_weights=sum(int(w.numel()) for w in base.weights()),
         resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
+        strategy=spec.run.strategy,
+        shards=spec.run.shards,
     )
-    store_path = out_dir / "store" / "masks.h5"
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    outcomes = {t: TaskOutcome(t, stream.task_id(t)) for t in range(stream.num_tasks)}
-    limit = _concurrency(spec, ray.cluster_resources())
-
-    with MaskFile(store_path) as store:
-        todo = []
-        for t, outcome in outcomes.items():
-            if outcome.task_id in store:
-                store.get(outcome.task_id, fingerprint=base.fingerprint)  # a mask of another base is an error
-                outcome.skipped = True
-            else:
-                todo.append((t,))
-        if len(todo) < len(outcomes):
-            log.info(
-                "%d of %d tasks are already in %s; learning the rest",
-                len(outcomes) - len(todo),
-                len(outcomes),
-                store_path,
-            )
-
-        def stored(args, mask: TaskMask | None, error):
-            outcome = outcomes[args[0]]
-            if error is not None:
-                outcome.error = str(error).strip().splitlines()[-1]
-                log.error("task %s failed: %s", outcome.task_id, outcome.error)
-                return f"{outcome.task_id} FAILED"
-            store.put(mask)
-            return f"{mask.task_id} train acc {mask.metrics['train_accuracy']:.3f}"
-
-        learn_started = time.perf_counter()
-        _run_bounded(_learn_remote, spec, todo, limit, stored, "learning masks", progress)
-        result.learn_seconds = time.perf_counter() - learn_started
-
-    # Evaluate with every mask read back from disk, not from what the workers returned.
-    eval_started = time.perf_counter()
-    with MaskFile(store_path) as store:
-        work = []
-        for t, outcome in outcomes.items():
-            if outcome.error is not None:
-                continue
-            mask = store.get(outcome.task_id, fingerprint=base.fingerprint)
-            outcome.density, outcome.mask_bytes = mask.density, mask.mask_bytes
-            outcome.train_accuracy = mask.metrics.get("train_accuracy")
-            outcome.search_seconds = mask.metrics.get("seconds")
-            work.append((t, ray.put(mask)))
-
-    def evaluated(args, accuracy: float | None, error):
-        outcome = outcomes[args[0]]
-        if error is not None:
-            outcome.error = str(error).strip().splitlines()[-1]
-            return f"{outcome.task_id} FAILED"
-        outcome.accuracy = accuracy
-        return f"{outcome.task_id} acc {accuracy:.3f}"
-
-    _run_bounded(_evaluate_remote, spec, work, limit, evaluated, "evaluating (GG)", progress)
-    result.eval_seconds = time.perf_counter() - eval_started
-    result.tasks = [outcomes[t] for t in sorted(outcomes)]
+    store = MaskStore.open(out_dir / "store", spec.run.shards)
+    try:
+        _learn_and_evaluate(spec, out_dir, store, stream, base, result, progress)
+    finally:
+        store.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _learn_and_evaluate(
+    spec: Spec, out_dir: Path, store: MaskStore, stream, base, result: JobResult, progress: bool
+) -> None:
+    events = out_dir / "events.jsonl"
+    outcomes = {t: TaskOutcome(t, stream.task_id(t)) for t in range(stream.num_tasks)}
+    ids = [o.task_id for o in outcomes.values()]
+    missing = set(store.missing(ids))
+    for o in outcomes.values():
+        o.skipped = o.task_id not in missing
+    # A stored mask of another base is an error here, before any work, not a wrong answer later.
+    for o in outcomes.values():
+        if o.skipped:
+            store.get(o.task_id, fingerprint=base.fingerprint)
+    todo = [t for t, o in outcomes.items() if not o.skipped]
+    if len(todo) < len(outcomes):
+        log.info(
+            "%d of %d tasks are already in the store; learning the other %d",
+            len(outcomes) - len(todo),
+            len(outcomes),
+            len(todo),
+        )
+
+    if todo:
+        plan = SearchPlan(spec, store, todo, str(out_dir / "checkpoints"), str(events))
+        result.workers = num_workers(spec, len(todo))
+        storage = Path(spec.run.storage_path) if spec.run.storage_path else out_dir / "train"
+        try:
+            with _StoreProgress(store, [stream.task_id(t) for t in todo], events, progress):
+                result.learn_seconds = run_search(plan, storage)
+        except ray.train.TrainingFailedError as e:
+            left = store.missing(ids)
+            raise JobFailed(
+                f"mask search failed after {spec.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
+                f"tasks unlearned ({e}); the {len(ids) - len(left)} stored masks are kept: run the same "
+                "command again to resume, or see the worker logs above"
+            ) from e
+
+    # Evaluate with every mask read back from the store's files by the base actors.
+    eval_started = time.perf_counter()
+    pool = base_pool(spec, base.fingerprint, store, min(len(outcomes), num_workers(spec, len(outcomes))))
+    with tqdm(total=len(outcomes), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
+        for t, accuracy in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), list(outcomes)):
+            outcomes[t].accuracy = accuracy
+            bar.update(1)
+    for actor in pool._idle_actors:
+        ray.kill(actor)
+    for o, mask in zip(outcomes.values(), store.get_many(ids, fingerprint=base.fingerprint), strict=True):
+        o.density, o.mask_bytes = mask.density, mask.mask_bytes
+        o.train_accuracy = mask.metrics.get("train_accuracy")
+        o.search_seconds = mask.metrics.get("seconds")
+        o.resumed_at_steps = mask.metrics.get("resumed_at_steps", [])
+    result.eval_seconds = time.perf_counter() - eval_started
+    result.tasks = [outcomes[t] for t in sorted(outcomes)]
