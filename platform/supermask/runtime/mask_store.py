@@ -195,17 +195,19 @@ class MaskStore:
     # -- routing -------------------------------------------------------------
 
     def _revive_dead_shards(self) -> bool:
-        """Start new actors for shards whose actor is dead for good; True if any was replaced."""
+        """Start new actors for shards whose pinned node is gone; True if any was replaced.
+
+        Only that case: an actor ended on purpose (close(), ray.kill) stays ended, so a copy of a
+        closed store held elsewhere cannot bring its shards back behind the owner's back.
+        """
         dead = []
         for i, actor in enumerate(self._actors):
             try:
-                ray.get(actor.ping.remote(), timeout=30)
-            except (
-                ray.exceptions.RayActorError,
-                ray.exceptions.ActorUnschedulableError,
-                ray.exceptions.GetTimeoutError,
-            ):
+                ray.get(actor.ping.remote(), timeout=60)
+            except ray.exceptions.ActorUnschedulableError:
                 dead.append(i)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
         if not dead:
             return False
         logger.warning("shard(s) %s of %s lost their actor (node gone?); starting new ones", dead, self.root)
@@ -376,14 +378,28 @@ class MaskStore:
         return held[0] if held else None
 
     @_revives_shards
-    def mask_sum(self, fingerprint: str | None = None) -> tuple[list[np.ndarray], int]:
-        """(per-layer count of masks keeping each weight, number of masks) over every shard, for one base."""
+    def mask_sum(
+        self, fingerprint: str | None = None, ids: Sequence[str] | None = None
+    ) -> tuple[list[np.ndarray], int]:
+        """(per-layer count of masks keeping each weight, number of masks) over every shard, for one base.
+
+        With `ids`, only those masks are summed, each by the shard that holds it.
+        """
         fp = self._fingerprint(fingerprint)
         if fp is None:
             return [], 0
+        if ids is None:
+            parts = self._all("mask_sum", fp, what="mask_sum")
+        else:
+            ids = list(ids)
+            refs = [
+                self.shard_actors[shard].mask_sum.remote(fp, [ids[p] for p in positions])
+                for shard, positions in self._by_shard(ids).items()
+            ]
+            parts = wait_shards(refs, f"mask_sum of {len(ids)} masks")
         total: list[np.ndarray] = []
         count = 0
-        for i, (sums, n) in enumerate(self._all("mask_sum", fp, what="mask_sum")):
+        for i, (sums, n) in enumerate(parts):
             if n == 0:
                 continue
             if total and [s.shape for s in sums] != [t.shape for t in total]:
@@ -394,6 +410,37 @@ class MaskStore:
             total = [t + s for t, s in zip(total, sums, strict=True)] if total else sums
             count += n
         return total, count
+
+    @_revives_shards
+    def query_scores(
+        self,
+        queries: Sequence[np.ndarray],
+        chunk: int = 64,
+        fingerprint: str | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """(ids, (k, Q) scores) of Q query tensors against every mask of one base (or these ids).
+
+        Each shard scores its own masks next to where they live, reading `chunk` packed masks at a
+        time; only the queries (base-sized) go out and k x Q numbers come back.
+        """
+        fp = self._fingerprint(fingerprint)
+        num_queries = len(queries[0]) if len(queries) else 0
+        if fp is None:
+            return [], np.zeros((0, num_queries))
+        ref = ray.put([np.asarray(q) for q in queries])
+        if ids is None:
+            parts = self._all("query_scores", ref, chunk, fp, what="query_scores")
+        else:
+            ids = list(ids)
+            refs = [
+                self.shard_actors[shard].query_scores.remote(ref, chunk, fp, [ids[p] for p in positions])
+                for shard, positions in self._by_shard(ids).items()
+            ]
+            parts = wait_shards(refs, f"query_scores of {len(ids)} masks")
+        out_ids = [t for part_ids, _ in parts for t in part_ids]
+        values = [v for _, v in parts if len(v)]
+        return out_ids, (np.concatenate(values) if values else np.zeros((0, num_queries)))
 
     @_revives_shards
     def scores(
