@@ -117,3 +117,29 @@ def test_bad_spec_exits_2_naming_the_field(tmp_path, capsys):
     )
     assert "mask.density" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
+    import numpy as np
+
+    from supermask.learn import make_base, make_stream
+    from supermask.runtime.base_actors import BaseActor
+    from supermask.runtime.mask_store import MaskStore
+    from supermask.spec import load_spec
+
+    spec = load_spec(TASKS / "synthetic.yaml", ["stream.num_tasks=3"])
+    stream = make_stream(spec)
+    base = make_base(spec, stream)
+    store = MaskStore.open(finished_run / "store")
+    try:
+        actor = BaseActor.remote(spec, base.fingerprint, store)
+        x = stream.task(1).test_x[:8].numpy()
+        logits = ray.get(actor.forward.remote(x, ["synthetic-0000", "synthetic-0001"]))
+        assert set(logits) == {"synthetic-0000", "synthetic-0001"}
+        assert logits["synthetic-0000"].shape == (8, 4)
+        assert not np.allclose(logits["synthetic-0000"], logits["synthetic-0001"])  # different masks
+        wrong = BaseActor.remote(spec, "0" * 32, store)
+        with pytest.raises(ray.exceptions.RayActorError, match="fingerprint"):
+            ray.get(wrong.fingerprint.remote())
+    finally:
+        store.close()

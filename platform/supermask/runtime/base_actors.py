@@ -10,7 +10,7 @@ import ray
 import torch
 from ray.util import ActorPool
 
-from supermask.core.search import check_compatible
+from supermask.core.search import bn_tensors, check_compatible, mask_tensors
 from supermask.learn import evaluate_task, make_base, make_stream
 from supermask.runtime.mask_store import MaskStore
 from supermask.spec import Spec
@@ -44,17 +44,17 @@ class BaseActor:
         mask = self.store.get(self.stream.task_id(t), fingerprint=self.base.fingerprint)
         return t, evaluate_task(self.spec, t, mask, device=self.device, split=split)
 
-    def forward(self, x: np.ndarray, task_id: str) -> np.ndarray:
-        """Logits of the base under one stored task's mask, for a batch of inputs."""
-        from supermask.core.search import bn_tensors, mask_tensors
-
-        mask = self.store.get(task_id, fingerprint=self.base.fingerprint)
-        check_compatible(self.base, mask)
+    def forward(self, x: np.ndarray, task_ids: list[str]) -> dict[str, np.ndarray]:
+        """Logits of the base on one batch under each listed task's stored mask (and BN statistics)."""
         self.base.eval()
-        with torch.inference_mode():
-            xb = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-            out = self.base(xb, mask_tensors(mask, self.device), bn_tensors(mask, self.device))
-        return out.cpu().numpy()
+        out = {}
+        xb = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        for mask in self.store.get_many(task_ids, fingerprint=self.base.fingerprint):
+            check_compatible(self.base, mask)
+            with torch.inference_mode():
+                logits = self.base(xb, mask_tensors(mask, self.device), bn_tensors(mask, self.device))
+            out[mask.task_id] = logits.cpu().numpy()
+        return out
 
 
 def base_pool(spec: Spec, fingerprint: str, store: MaskStore, size: int) -> ActorPool:
