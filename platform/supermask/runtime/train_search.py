@@ -47,14 +47,17 @@ def _device(spec: Spec) -> str:
     return "cpu"
 
 
-def _task_parallel_worker(config: dict) -> None:
+def _worker_setup(config: dict):
+    """What every Train worker starts with: the plan, its rank and world size, the stream, the device."""
     plan: SearchPlan = config["plan"]
-    spec = plan.spec
-    torch.set_num_threads(spec.run.threads_per_worker)
+    torch.set_num_threads(plan.spec.run.threads_per_worker)
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    stream = make_stream(spec)
-    device = _device(spec)
+    return plan, context.get_world_rank(), context.get_world_size(), make_stream(plan.spec), _device(plan.spec)
+
+
+def _task_parallel_worker(config: dict) -> None:
+    plan, rank, world, stream, device = _worker_setup(config)
+    spec = plan.spec
     mine = plan.todo[rank::world]
     missing = set(plan.store.missing([stream.task_id(t) for t in mine]))
     learned = 0
@@ -93,13 +96,8 @@ def _task_parallel_worker(config: dict) -> None:
 def _data_parallel_worker(config: dict) -> None:
     import torch.distributed as dist
 
-    plan: SearchPlan = config["plan"]
+    plan, rank, world, stream, device = _worker_setup(config)
     spec = plan.spec
-    torch.set_num_threads(spec.run.threads_per_worker)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    stream = make_stream(spec)
-    device = _device(spec)
 
     def average_gradients(method) -> None:
         for p in method.parameters():
