@@ -224,7 +224,13 @@ def test_reshard_cut_short_loses_nothing_and_reruns(tmp_path, monkeypatch, crash
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
