@@ -45,6 +45,11 @@ def test_supsup_recipe_is_what_the_paper_used():
         ({"search": {"epochs": None, "iterations": None}}, "search", "budget"),
         ({"stream": {"name": "permuted_mnist", "options": {"angle": 3}}}, "stream.options.angle", "none"),
         ({"stream": {"name": "rotated_mnist", "options": {"angle": 3}}}, "stream.options.angle", "max_angle"),
+        ({"inference": {"method": "greedy"}}, "inference.method", "one_shot, binary"),
+        ({"inference": {"mod": "per_sample"}}, "inference.mod", "did you mean 'mode'"),
+        ({"inference": {"batch_images": 0}}, "inference.batch_images", "[1,"),
+        ({"nns": {"epsilon": 0}}, "nns.epsilon", "(0.0,"),
+        ({"run": {"scenario": "GNu"}, "inference": {"objective": "G"}}, "inference.objective", "superfluous"),
     ],
 )
 def test_validation_errors_name_field_value_and_allowed(data, field, words):

@@ -4,6 +4,7 @@ The names users need, importable without Ray:
 
     from supermask import BaseSpec, build_base, SearchConfig, search_mask, evaluate_mask
     from supermask import build_stream, load_spec, MaskFile
+    from supermask import PackedMasks, InferenceConfig, infer_groups, learn_without_ids
 
 They are loaded on first use, so a process that needs only the store (a shard actor) does not
 pay for importing torch.
@@ -23,6 +24,12 @@ _EXPORTS = {
     "BaseNetwork": "supermask.core.nets",
     "BaseSpec": "supermask.core.nets",
     "build_base": "supermask.core.nets",
+    "InferenceConfig": "supermask.core.inference",
+    "infer_groups": "supermask.core.inference",
+    "mean_masks": "supermask.core.inference",
+    "PackedMasks": "supermask.core.mask_bank",
+    "NNsConfig": "supermask.core.nns",
+    "learn_without_ids": "supermask.core.nns",
     "TaskMask": "supermask.core.packing",
     "pack_masks": "supermask.core.packing",
     "unpack_masks": "supermask.core.packing",
@@ -35,6 +42,8 @@ _EXPORTS = {
     "Spec": "supermask.spec",
     "SpecError": "supermask.spec",
     "load_spec": "supermask.spec",
+    "Sweep": "supermask.sweep",
+    "load_sweep": "supermask.sweep",
     "MaskFile": "supermask.store.maskfile",
 }
 

@@ -35,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.add_argument("--check", action="store_true", help="validate the spec, print it resolved, and exit")
 
+    infer = sub.add_parser("infer", help="evaluate task inference (GNs/GNu) on the masks of a stored run")
+    infer.add_argument(
+        "--store", type=Path, required=True, help="a run folder (holding store/) or a store folder"
+    )
+    infer.add_argument(
+        "--spec", type=Path, required=True, help="the task-stream spec the masks were learned with"
+    )
+    _add_common(infer)
+
+    tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep of a task spec's settings")
+    tune.add_argument("sweep", type=Path, help="sweep spec (YAML), e.g. tuning/density_sweep.yaml")
+    _add_common(tune)
+    tune.add_argument("--check", action="store_true", help="validate the sweep, print it resolved, and exit")
+
     store = sub.add_parser("store", help="inspect, verify and export a mask store")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     for name, help_text in (
@@ -95,12 +109,105 @@ def _cmd_run(args) -> int:
     print(
         f"average accuracy ({spec.run.scenario}): {avg:.4f}" if avg is not None else "no task was evaluated"
     )
+    _print_inference(results)
     print(f"data: {results['data_source']}; {results['seconds']:.1f} s")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     if results["failed_tasks"]:
         print(
             f"{len(results['failed_tasks'])} task(s) failed; run the same command again to retry them "
             "(learned masks are kept)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_inference(results: dict) -> None:
+    """The task-inference lines of a GNs/GNu/NNs result."""
+    if results.get("task_inference_accuracy") is not None:
+        inf = results["inference"]
+        print(
+            f"task-inference accuracy: {results['task_inference_accuracy']:.4f} ({inf['inferences']} inferences "
+            f"among {inf['among_masks']} masks, {inf['method']} {inf['objective']} {inf['mode']}; {inf['seconds']:.1f} s)"
+        )
+    if results.get("nns"):
+        nns = results["nns"]
+        print(f"masks allocated without task ids: {nns['num_masks']} for {nns['num_tasks']} tasks")
+
+
+def _cmd_infer(args) -> int:
+    from supermask.report import write_report
+    from supermask.runtime.inference_job import run_inference, store_root
+    from supermask.runtime.session import ray_session
+    from supermask.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    root = store_root(args.store)
+    if spec.run.scenario not in ("GNs", "GNu"):
+        print(
+            f"scenario {spec.run.scenario} in the spec: evaluating GNu (--set run.scenario=GNs for shared labels)"
+        )
+        spec.run.scenario = "GNu"
+    out_dir = args.out or (root.parent if root.name == "store" else root) / f"infer-{spec.run.scenario}"
+    print(
+        f"supermask infer: {spec.stream.num_tasks} tasks of {spec.stream.name}, scenario {spec.run.scenario}, "
+        f"masks from {root}; output in {out_dir}",
+        flush=True,
+    )
+    with ray_session(args.address):
+        result = run_inference(spec, root, progress=not args.no_progress)
+    results = write_report(spec, result, out_dir)
+    for t in results["tasks"]:
+        print(
+            f"  {t['task']:<24} accuracy {t['accuracy']:.4f}  task inference {t['task_inference_accuracy']:.4f}"
+        )
+    print(f"average accuracy ({spec.run.scenario}): {results['avg_accuracy']:.4f}")
+    _print_inference(results)
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from supermask.runtime.session import ray_session
+    from supermask.runtime.tune_job import run_sweep
+    from supermask.sweep import dump_sweep, load_sweep
+    from supermask.sweep_report import write_sweep_report
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    if args.check:
+        print(dump_sweep(sweep), end="")
+        return 0
+    out_dir = args.out or Path(sweep.spec.out or Path("runs") / "sweeps" / sweep.name)
+    print(
+        f"supermask tune: {sweep.name}: {sweep.num_trials} trials ({sweep.spec.algorithm}, scheduler "
+        f"{sweep.spec.scheduler.name}) over {', '.join(sweep.space)}; {sweep.spec.num_tasks} tasks each; "
+        f"output in {out_dir}",
+        flush=True,
+    )
+    try:
+        with ray_session(args.address):
+            outcome = run_sweep(sweep, out_dir, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("supermask: interrupted; run the same command again to resume the sweep", file=sys.stderr)
+        return 130
+    record = write_sweep_report(sweep, outcome, out_dir)
+    counts = record["status_counts"]
+    print(
+        f"{record['num_trials']} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
+        f"early, {counts['error']} failed, {counts['unfinished']} unfinished; {outcome.seconds:.1f} s"
+    )
+    best = record["best"]
+    if best is not None:
+        settings = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        print(
+            f"best: {best['trial_id']} ({settings}): val accuracy {best['metrics']['val_accuracy']:.4f} "
+            f"at density {best['metrics']['density']:.4f}"
+        )
+        print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'best.yaml'} and {out_dir / 'report.md'}")
+    if not record["finished"] or counts["error"]:
+        print(
+            "the sweep did not finish every trial; run the same command again to resume it "
+            "(finished trials are kept)",
             file=sys.stderr,
         )
         return 1
@@ -190,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "tune":
+            return _cmd_tune(args)
+        if args.command == "infer":
+            return _cmd_infer(args)
         return _cmd_store(args)
     except (SpecError, FileNotFoundError, MaskFileError, DatasetUnavailable) as e:
         print(f"supermask: error: {e}", file=sys.stderr)

@@ -25,6 +25,8 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "name": spec.name,
         "scenario": spec.run.scenario,
         "avg_accuracy": sum(accs) / len(accs) if accs else None,
+        # GNs/GNu: fraction of test samples whose task was inferred right (None for GG and NNs)
+        "task_inference_accuracy": result.task_inference_accuracy,
         "tasks": [
             {
                 "task": t.task_id,
@@ -37,6 +39,9 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
                 "resumed_from_store": t.skipped,
                 "resumed_at_steps": t.resumed_at_steps,
                 "error": t.error,
+                "task_inference_accuracy": t.task_inference_accuracy,
+                "gg_accuracy": t.gg_accuracy,
+                "inferred": t.inferred,
             }
             for t in result.tasks
         ],
@@ -52,6 +57,8 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "strategy": result.strategy,
         "workers": result.workers,
         "shards": result.shards,
+        "inference": _inference_summary(spec, result),
+        "nns": result.nns,
         "spec": spec.to_dict(),
         "versions": {"supermask": __version__, "python": _platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -107,14 +114,77 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         "| task | accuracy | density | mask bytes | train acc | search s | note |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for t in result.tasks:
-        note = f"failed: {t.error}" if t.error else ("from store" if t.skipped else "")
-        lines.append(
-            f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.density)} | {t.mask_bytes or ''} | "
-            f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} | {note} |"
-        )
+    lines[lines.index("![per-task accuracy](accuracy.png)") : 0] = _scenario_lines(spec, results)
+    if spec.run.scenario != "GG":
+        lines[-2:] = _inference_table(spec, result)
+    else:
+        for t in result.tasks:
+            note = f"failed: {t.error}" if t.error else ("from store" if t.skipped else "")
+            lines.append(
+                f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.density)} | {t.mask_bytes or ''} | "
+                f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} | {note} |"
+            )
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return results
+
+
+def _inference_summary(spec: Spec, result: JobResult) -> dict | None:
+    """How tasks were inferred (GNs/GNu/NNs), with counts and time."""
+    if spec.run.scenario == "GG":
+        return None
+    return {
+        **dataclasses.asdict(spec.inference),
+        "inferences": result.inferences,
+        "among_masks": result.stored_masks,
+        "seconds": result.inference_seconds,
+    }
+
+
+def _scenario_lines(spec: Spec, results: dict) -> list[str]:
+    """Report lines that say what the scenario measured beyond the average accuracy."""
+    inf = results["inference"]
+    if inf is None:
+        return []
+    how = f"{inf['method']}, objective {inf['objective']}, " + (
+        f"per batch of {inf['batch_size']} inferred from its first {inf['batch_images']} image(s)"
+        if inf["mode"] == "per_batch"
+        else "per sample"
+    )
+    if spec.run.scenario == "NNs":
+        nns = results["nns"]
+        return [
+            f"- learned without task ids: **{nns['num_masks']} masks allocated for {nns['num_tasks']} tasks** "
+            f"({nns['batches']} batches, a check every {spec.nns.check_every}, epsilon {spec.nns.epsilon})",
+            f"- accuracy above: each test batch classified with the mask inferred for it ({how})",
+            "",
+        ]
+    tia = results["task_inference_accuracy"]
+    labels = (
+        "unshared labels: right only if task and class are" if spec.run.scenario == "GNu" else "shared labels"
+    )
+    return [
+        f"- task-inference accuracy: **{tia:.4f}** ({inf['inferences']} inferences among {inf['among_masks']} "
+        f"stored masks: {how}; {inf['seconds']:.1f} s)"
+        if tia is not None
+        else "- task-inference accuracy: n/a",
+        f"- average accuracy above is scenario {spec.run.scenario} ({labels}); the GG column uses each task's own mask",
+        "",
+    ]
+
+
+def _inference_table(spec: Spec, result: JobResult) -> list[str]:
+    """Per-task rows for the scenarios that infer masks: accuracy, task inference, the masks chosen."""
+    rows = [
+        "| task | accuracy | task inference | GG accuracy | inferred masks (test samples) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in result.tasks:
+        picks = ", ".join(f"{k} ({v})" for k, v in list((t.inferred or {}).items())[:3])
+        rows.append(
+            f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.task_inference_accuracy)} | "
+            f"{_fmt(t.gg_accuracy)} | {picks} |"
+        )
+    return rows
 
 
 def _fmt(value, digits: int = 4) -> str:

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from supermask.core.inference import METHODS as INFERENCE_METHODS
+from supermask.core.inference import MODES as INFERENCE_MODES
+from supermask.core.inference import OBJECTIVES as INFERENCE_OBJECTIVES
 from supermask.core.masks import DENSITY_POLICIES, MASK_METHODS
 from supermask.core.nets import ARCHITECTURES, INITS
 from supermask.core.search import OPTIMIZERS, SCHEDULES
@@ -105,6 +108,30 @@ class RunSpec:
 
 
 @dataclass
+class InferenceSpec:
+    """Task inference for scenarios GNs/GNu (and the NNs learner's checks)."""
+
+    method: str = field(default="one_shot", metadata=_choices(*INFERENCE_METHODS))
+    objective: str = field(default="H", metadata=_choices(*INFERENCE_OBJECTIVES))
+    # per_batch: one task per test batch, inferred from its first batch_images images; per_sample: one per image
+    mode: str = field(default="per_batch", metadata=_choices(*INFERENCE_MODES))
+    batch_images: int = field(default=1, metadata=_range(1))
+    batch_size: int = field(default=128, metadata=_range(1))  # test images per batch
+    chunk: int = field(default=64, metadata=_range(1))  # packed masks a shard unpacks at a time
+
+
+@dataclass
+class NNsSpec:
+    """Learning without task ids (scenario NNs): when to test the data against the known masks."""
+
+    check_every: int = field(default=100, metadata=_range(1))  # training batches between checks
+    # a new mask when k * max softmax(-dH/dalpha) < 1 + epsilon (SupSup: 0.125)
+    epsilon: float = field(default=0.125, metadata=_range(0.0, lo_open=True))
+    min_candidates: int = field(default=5, metadata=_range(2))  # untrained masks pad k up to this
+    max_masks: int | None = field(default=None, metadata=_range(1))  # stop allocating beyond this
+
+
+@dataclass
 class Spec:
     name: str = "run"
     stream: StreamSpec = field(default_factory=StreamSpec)
@@ -113,6 +140,8 @@ class Spec:
     mask: MaskSpec = field(default_factory=MaskSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     run: RunSpec = field(default_factory=RunSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
+    nns: NNsSpec = field(default_factory=NNsSpec)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -236,11 +265,26 @@ def _check_cross_fields(spec: Spec) -> None:
             )
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
-    if spec.run.scenario != "GG":
-        raise SpecError(
-            f"run.scenario: {spec.run.scenario!r} is not available yet; this version evaluates GG "
-            "(task id given at train and test time)"
+    if spec.run.scenario in ("GNs", "GNu", "NNs") and spec.inference.objective == "G":
+        outputs = spec.base.num_outputs
+        if outputs is None or outputs <= _stream_classes(spec):
+            raise SpecError(
+                f"inference.objective: 'G' needs superfluous output neurons, but base.num_outputs is "
+                f"{outputs}; set base.num_outputs above the stream's classes (SupSup uses 500) or use 'H'"
+            )
+
+
+def _stream_classes(spec: Spec) -> int:
+    """Labels per task of the spec's stream (building a stream reads no data)."""
+    from supermask.data import build_stream
+
+    try:
+        stream = build_stream(
+            spec.stream.name, num_tasks=spec.stream.num_tasks, seed=spec.stream.seed, **spec.stream.options
         )
+    except ValueError as e:
+        raise SpecError(f"stream: {e}") from None
+    return stream.num_classes
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

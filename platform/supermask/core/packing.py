@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 
 def pack_masks(masks: list[np.ndarray]) -> np.ndarray:
@@ -73,3 +75,95 @@ class TaskMask:
     def masks(self) -> list[np.ndarray]:
         """Per-layer boolean masks."""
         return unpack_masks(self.packed, self.layer_shapes)
+
+
+PACKED_DOT_BLOCK_BYTES = 2**20  # float32 bits unpacked per step of packed_dot: small enough for the cache
+PACKED_SUM_WORKING_BYTES = 64 * 2**20  # unpacked bits per step of packed_sum
+
+
+def packed_dot(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """<query, bits of row i> for packed masks `rows` (k, nbytes): (k,) for one flat query, (k, Q) for (Q, 8*nbytes).
+
+    Queries are float32 of length 8 * nbytes (zero past the last weight, as the pad bits are). The
+    bits are unpacked a block of bytes at a time, so the working memory is a few MB whatever k is.
+    """
+    k, nbytes = rows.shape
+    if queries.shape[-1] != 8 * nbytes:
+        raise ValueError(
+            f"queries have length {queries.shape[-1]}; packed masks of {nbytes} bytes need {8 * nbytes}"
+        )
+    block = max(1, PACKED_DOT_BLOCK_BYTES // (max(k, 1) * 8 * 4))
+    acc = np.zeros((k, *queries.shape[:-1]), np.float64)
+    # One BLAS thread: the products are small, and multithreaded OpenBLAS spinning on cores that Ray
+    # workers already use is slower by 10-50x.
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        for b0 in range(0, nbytes, block):
+            bits = np.unpackbits(rows[:, b0 : b0 + block], axis=1).astype(np.float32)
+            acc += np.dot(bits, queries[..., 8 * b0 : 8 * b0 + bits.shape[1]].T)
+    return acc
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def query_matrix(num_queries: int, shapes: list[tuple[int, ...]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A zeroed float32 (Q, 8 * packed bytes) query matrix for `packed_dot`, and per-layer views (Q, *shape) into it."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    # The pad bits past the last weight are zero, so the pad columns can stay zero.
+    flat = np.zeros((num_queries, (sum(sizes) + 7) // 8 * 8), np.float32)
+    views, start = [], 0
+    for size, shape in zip(sizes, shapes, strict=True):
+        views.append(flat[:, start : start + size].reshape(num_queries, *shape))
+        start += size
+    return flat, views
+
+
+def query_count(queries: list[np.ndarray] | np.ndarray) -> int:
+    """Q, for per-layer queries (Q, *shape) or a flat (Q, 8 * packed bytes) query matrix."""
+    if isinstance(queries, np.ndarray):
+        return int(queries.shape[0])
+    return int(np.shape(queries[0])[0]) if len(queries) else 0
+
+
+def flatten_queries(queries: list[np.ndarray] | np.ndarray, shapes: list[tuple[int, ...]]) -> np.ndarray:
+    """Per-layer query tensors (Q, *layer shape) as one float32 (Q, 8 * packed bytes) matrix for `packed_dot`.
+
+    A matrix that already has that layout (e.g. from `query_matrix`) is used as it is.
+    """
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    padded = (int(sum(np.prod(s) for s in shapes)) + 7) // 8 * 8
+    if isinstance(queries, np.ndarray) and queries.ndim == 2 and queries.shape[1] == padded:
+        return np.ascontiguousarray(queries, dtype=np.float32)
+    got = [tuple(np.shape(q)) for q in queries]
+    if len(got) != len(shapes) or any(g[1:] != s for g, s in zip(got, shapes, strict=False)):
+        raise ValueError(
+            f"queries have shapes {got} but the masks' layer shapes are {shapes} (with a leading query axis)"
+        )
+    num = {g[0] for g in got}
+    if len(num) != 1:
+        raise ValueError(f"every layer needs the same number of queries, got {sorted(num)}")
+    flat, views = query_matrix(num.pop(), shapes)
+    for view, query in zip(views, queries, strict=True):
+        view[...] = query
+    return flat
+
+
+def packed_sum(rows: np.ndarray, total: int) -> np.ndarray:
+    """int32 count, per weight, of the packed masks `rows` (k, nbytes) that keep it."""
+    out = np.zeros(total, np.int32)
+    step = max(1, PACKED_SUM_WORKING_BYTES // max(8 * rows.shape[1], 1))
+    for i in range(0, rows.shape[0], step):
+        out += np.unpackbits(rows[i : i + step], axis=1, count=total).sum(0, dtype=np.int32)
+    return out
+
+
+def split_layers(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """A flat per-weight array cut into per-layer arrays of these shapes (copies)."""
+    out, start = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(flat[start : start + n].reshape(s).copy())
+        start += n
+    return out

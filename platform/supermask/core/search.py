@@ -58,7 +58,8 @@ class StepInfo:
 StepHook = Callable[[StepInfo], "dict[str, float] | None"]
 
 
-def _optimizer(config: SearchConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(config: SearchConfig, params) -> torch.optim.Optimizer:
+    """The optimizer a search config names, over `params`."""
     name = config.optimizer
     if name == "sgd":
         return torch.optim.SGD(
@@ -121,7 +122,7 @@ class MaskSearch:
             config.method, base.layer_shapes, config.density, seed=config.seed, **config.method_options
         ).to(device)
         self.bn_state = base.fresh_bn_state(device)
-        self.optimizer = _optimizer(config, self.method.parameters())
+        self.optimizer = build_optimizer(config, self.method.parameters())
         self.steps = total_steps(config, len(train_x))
         self.steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
         self.schedule = (

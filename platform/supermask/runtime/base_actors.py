@@ -14,6 +14,7 @@ from supermask.core.search import bn_tensors, check_compatible, mask_tensors
 from supermask.learn import evaluate_task, make_base, make_stream
 from supermask.runtime.mask_store import MaskStore
 from supermask.spec import Spec
+from supermask.task_inference import InferenceOutcome, evaluate_gn_task
 
 
 class BaseFingerprintError(RuntimeError):
@@ -43,6 +44,10 @@ class BaseActor:
         """GG accuracy of task t with its stored mask (read from its shard's file)."""
         mask = self.store.get(self.stream.task_id(t), fingerprint=self.base.fingerprint)
         return t, evaluate_task(self.spec, t, mask, device=self.device, split=split)
+
+    def infer(self, t: int) -> InferenceOutcome:
+        """Scenario GNs/GNu on task t: each test batch's task inferred among every stored mask (scored in the shards)."""
+        return evaluate_gn_task(self.spec, t, self.store, device=self.device)
 
     def forward(self, x: np.ndarray, task_ids: list[str]) -> dict[str, np.ndarray]:
         """Logits of the base on one batch under each listed task's stored mask (and BN statistics)."""

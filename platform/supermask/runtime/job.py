@@ -39,6 +39,10 @@ class TaskOutcome:
     skipped: bool = False  # already in the store when this command started
     resumed_at_steps: list[int] = field(default_factory=list)
     error: str | None = None
+    # GNs/GNu/NNs: accuracy above is the scenario's (with inferred masks)
+    task_inference_accuracy: float | None = None
+    gg_accuracy: float | None = None  # with the task's own mask
+    inferred: dict[str, int] | None = None  # inferred mask id -> test samples
 
 
 @dataclass
@@ -54,6 +58,11 @@ class JobResult:
     strategy: str = ""
     workers: int = 0
     shards: int = 0
+    task_inference_accuracy: float | None = None  # GNs/GNu: test samples whose task was inferred right
+    inference_seconds: float = 0.0
+    inferences: int = 0  # test batches (or samples) whose task was inferred
+    stored_masks: int = 0  # masks the inference chose among
+    nns: dict | None = None  # NNs: allocated masks against true tasks, and every check
 
 
 class _StoreProgress:
@@ -92,7 +101,15 @@ class _StoreProgress:
 
 
 def run_job(spec: Spec, out_dir: Path, progress: bool = True) -> JobResult:
-    """Learn the spec's stream on the connected Ray, store masks under out_dir/store, evaluate GG."""
+    """Learn the spec's stream on the connected Ray, store masks under out_dir/store, evaluate its scenario.
+
+    GG and GNs/GNu learn with Ray Train and evaluate on base actors; NNs learns without task ids in one
+    Ray task (runtime/inference_job.py).
+    """
+    if spec.run.scenario == "NNs":
+        from supermask.runtime.inference_job import run_nns
+
+        return run_nns(spec, out_dir, progress)
     started = time.perf_counter()
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,13 +171,21 @@ def _learn_and_evaluate(
 
     # Evaluate with every mask read back from the store's files by the base actors.
     eval_started = time.perf_counter()
-    pool = base_pool(spec, base.fingerprint, store, min(len(outcomes), num_workers(spec, len(outcomes))))
-    with tqdm(total=len(outcomes), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
-        for t, accuracy in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), list(outcomes)):
-            outcomes[t].accuracy = accuracy
-            bar.update(1)
-    for actor in pool._idle_actors:
-        ray.kill(actor)
+    if spec.run.scenario in ("GNs", "GNu"):
+        from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes
+
+        result.stored_masks = len(store)
+        fill_gn_outcomes(
+            outcomes, evaluate_gn(spec, store, base.fingerprint, list(outcomes), progress), result
+        )
+    else:
+        pool = base_pool(spec, base.fingerprint, store, min(len(outcomes), num_workers(spec, len(outcomes))))
+        with tqdm(total=len(outcomes), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
+            for t, accuracy in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), list(outcomes)):
+                outcomes[t].accuracy = accuracy
+                bar.update(1)
+        for actor in pool._idle_actors:
+            ray.kill(actor)
     for o, mask in zip(outcomes.values(), store.get_many(ids, fingerprint=base.fingerprint), strict=True):
         o.density, o.mask_bytes = mask.density, mask.mask_bytes
         o.train_accuracy = mask.metrics.get("train_accuracy")

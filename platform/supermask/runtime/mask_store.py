@@ -23,7 +23,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from supermask.core.packing import TaskMask
+from supermask.core.packing import TaskMask, query_count
 from supermask.runtime.shard_actor import (
     NAMESPACE,
     ShardActor,
@@ -414,7 +414,7 @@ class MaskStore:
     @_revives_shards
     def query_scores(
         self,
-        queries: Sequence[np.ndarray],
+        queries: Sequence[np.ndarray] | np.ndarray,
         chunk: int = 64,
         fingerprint: str | None = None,
         ids: Sequence[str] | None = None,
@@ -425,10 +425,10 @@ class MaskStore:
         time; only the queries (base-sized) go out and k x Q numbers come back.
         """
         fp = self._fingerprint(fingerprint)
-        num_queries = len(queries[0]) if len(queries) else 0
+        num_queries = query_count(queries)
         if fp is None:
             return [], np.zeros((0, num_queries))
-        ref = ray.put([np.asarray(q) for q in queries])
+        ref = ray.put(queries if isinstance(queries, np.ndarray) else [np.asarray(q) for q in queries])
         if ids is None:
             parts = self._all("query_scores", ref, chunk, fp, what="query_scores")
         else:

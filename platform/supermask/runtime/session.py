@@ -29,6 +29,7 @@ def ray_session(
         log.info("connected to Ray at %s", address)
     else:
         ray.init(
+            address="local",  # a new instance, never whatever `ray start` cluster this machine runs
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             include_dashboard=False,

@@ -103,11 +103,23 @@ class ShardActor:
             "problems": [str(p) for p in v.problems],
         }
 
-    def mask_sum(self, fingerprint: str | None = None) -> tuple[list[np.ndarray], int]:
-        return self._open().mask_sum(fingerprint)
+    def mask_sum(
+        self, fingerprint: str | None = None, ids: list[str] | None = None
+    ) -> tuple[list[np.ndarray], int]:
+        return self._open().mask_sum(fingerprint, ids=ids)
 
     def scores(self, tensors: list[np.ndarray], chunk: int = 64, fingerprint: str | None = None) -> dict:
         return self._open().scores(tensors, chunk, fingerprint=fingerprint)
+
+    def query_scores(
+        self,
+        queries: list[np.ndarray] | np.ndarray,
+        chunk: int = 64,
+        fingerprint: str | None = None,
+        ids: list[str] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """(ids, (k, Q) scores) of this shard's masks (or these ids): only k x Q numbers travel back."""
+        return self._open().query_scores(queries, chunk, fingerprint=fingerprint, ids=ids)
 
     def top_scores(
         self, tensors: list[np.ndarray], k: int, chunk: int = 64, fingerprint: str | None = None

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from supermask.core.packing import packed_dot
 from supermask.store.validation import num_weights
-
-SCORE_WORKING_BYTES = 64 * 2**20  # unpacked bits + their float32 copy, per step of score_rows
 
 
 @dataclass(frozen=True)
@@ -124,14 +123,5 @@ class MaskIndex:
 
 
 def score_rows(rows: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """<flat, bits of row i> for every row of packed masks (k, nbytes), unpacking a block of bytes at a time.
-
-    `flat` is float32 of length 8 * nbytes (zero past the last weight, as the pad bits are).
-    """
-    k, nbytes = rows.shape
-    block = max(1, SCORE_WORKING_BYTES // (max(k, 1) * 8 * 5))
-    acc = np.zeros(k, np.float64)
-    for b0 in range(0, nbytes, block):
-        bits = np.unpackbits(rows[:, b0 : b0 + block], axis=1).astype(np.float32)
-        acc += bits @ flat[8 * b0 : 8 * b0 + bits.shape[1]]
-    return acc
+    """<flat, bits of row i> for every row of packed masks (k, nbytes); see `packed_dot`."""
+    return packed_dot(rows, flat)

@@ -37,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from supermask.core.packing import TaskMask
+from supermask.core.packing import (
+    TaskMask,
+    flatten_queries,
+    packed_dot,
+    packed_sum,
+    query_count,
+    split_layers,
+)
 from supermask.store.errors import (
     CorruptJournalError,
     CorruptMaskError,
@@ -48,7 +55,7 @@ from supermask.store.errors import (
     NotAMaskFileError,
     StoreLockedError,
 )
-from supermask.store.index import Entry, MaskIndex, score_rows
+from supermask.store.index import Base, Entry, MaskIndex
 from supermask.store.journal import (
     FILE_MAGIC,
     KIND_DELETE,
@@ -379,42 +386,90 @@ class MaskFile:
         self._maybe_compact()
         return count
 
-    def mask_sum(self, fingerprint: str | None = None) -> tuple[list[np.ndarray], int]:
-        """(per-layer int32 count of masks keeping each weight, number of masks) for one base."""
-        self._check_open()
+    def _ids_of(
+        self, fingerprint: str | None, ids: Iterable[str] | None
+    ) -> tuple[str, Base, list[str]] | None:
+        """The base picked, and the ids of its masks to work through (all, or those asked for)."""
         picked = self._index.pick_base(fingerprint, self.path)
+        if ids is not None:
+            ids = list(ids)
+            for tid in ids:
+                self._checked_entry(tid, picked[0] if picked else fingerprint)
+        if picked is None:
+            return None
+        fp, base = picked
+        if ids is None:
+            ids = sorted(
+                t for t, e in self._index.entries.items() if e.problem is None and e.fingerprint == fp
+            )
+        return fp, base, ids
+
+    def _checked_entry(self, task_id: str, fingerprint: str | None) -> Entry:
+        """The index entry of a task, checked against the base it is used with."""
+        entry = self._entry(task_id)
+        if fingerprint is not None and entry.fingerprint != fingerprint:
+            raise FingerprintMismatchError(
+                f"mask {task_id!r} in {self.path} was learned on base {entry.fingerprint}, not {fingerprint}; "
+                "score or sum only masks of one base"
+            )
+        return entry
+
+    def _rows(self, ids: list[str]) -> np.ndarray:
+        return np.stack([self._reader.packed(t, self._index.entries[t]) for t in ids])
+
+    def mask_sum(
+        self, fingerprint: str | None = None, *, ids: Iterable[str] | None = None, chunk: int = 64
+    ) -> tuple[list[np.ndarray], int]:
+        """(per-layer int32 count of masks keeping each weight, number of masks) for one base (or these ids)."""
+        self._check_open()
+        picked = self._ids_of(fingerprint, ids)
         if picked is None:
             return [], 0
-        self._ensure_sums()
-        base = picked[1]
-        return base.layer_sums(), base.count
+        fp, base, chosen = picked
+        if ids is None:
+            self._ensure_sums()
+            return base.layer_sums(), base.count
+        total = num_weights(base.shapes)
+        flat = np.zeros(total, np.int32)
+        for i in range(0, len(chosen), max(1, chunk)):
+            flat += packed_sum(self._rows(chosen[i : i + chunk]), total)
+        return split_layers(flat, list(base.shapes)), len(chosen)
 
-    def scores(
-        self, tensors: list[np.ndarray], chunk: int = 64, *, fingerprint: str | None = None
-    ) -> dict[str, float]:
-        """sum over layers of <tensors[l], mask[l]> for every mask of one base, reading `chunk` masks at a time."""
+    def query_scores(
+        self,
+        queries: list[np.ndarray] | np.ndarray,
+        chunk: int = 64,
+        *,
+        fingerprint: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """(ids, (k, Q) scores): sum over layers of <queries[l][q], mask[l]>, reading `chunk` masks at a time."""
         self._check_open()
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        picked = self._index.pick_base(fingerprint, self.path)
+        picked = self._ids_of(fingerprint, ids)
         if picked is None:
-            return {}
-        fp, base = picked
-        got = tuple(tuple(np.shape(t)) for t in tensors)
-        if got != base.shapes:
-            raise ValueError(
-                f"tensors have shapes {list(got)} but masks on base {fp} have {list(base.shapes)}"
-            )
-        total = num_weights(base.shapes)
-        flat = np.zeros((total + 7) // 8 * 8, np.float32)  # the pad bits past the last weight are zero
-        flat[:total] = np.concatenate([np.asarray(t, np.float32).ravel() for t in tensors])
-        ids = sorted(t for t, e in self._index.entries.items() if e.problem is None and e.fingerprint == fp)
-        out: dict[str, float] = {}
-        for i in range(0, len(ids), chunk):
-            part = ids[i : i + chunk]
-            rows = np.stack([self._reader.packed(t, self._index.entries[t]) for t in part])
-            out.update(zip(part, score_rows(rows, flat).tolist(), strict=True))
-        return out
+            return [], np.zeros((0, query_count(queries)))
+        fp, base, chosen = picked
+        flat = flatten_queries(queries, list(base.shapes))
+        out = np.zeros((len(chosen), flat.shape[0]), np.float64)
+        for i in range(0, len(chosen), chunk):
+            out[i : i + chunk] = packed_dot(self._rows(chosen[i : i + chunk]), flat)
+        return chosen, out
+
+    def scores(
+        self,
+        tensors: list[np.ndarray],
+        chunk: int = 64,
+        *,
+        fingerprint: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> dict[str, float]:
+        """sum over layers of <tensors[l], mask[l]> for every mask of one base (or these ids), `chunk` at a time."""
+        chosen, values = self.query_scores(
+            [np.asarray(t)[None] for t in tensors], chunk, fingerprint=fingerprint, ids=ids
+        )
+        return dict(zip(chosen, values[:, 0].tolist(), strict=True))
 
     def close(self, *, compact: bool = True) -> None:
         """Compact (unless compact=False) and release the files; closing twice is harmless."""
