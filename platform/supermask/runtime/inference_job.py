@@ -97,7 +97,8 @@ def run_inference(spec: Spec, root: Path, progress: bool = True):
             data_source=stream.data_source,
             num_weights=sum(int(w.numel()) for w in base.weights()),
             resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
-            strategy="inference only",
+            strategy="no learning (masks from the store); base actors",
+            workers=min(stream.num_tasks, num_workers(spec, stream.num_tasks)),
             shards=store.layout.num_shards,
         )
         outcomes = {t: TaskOutcome(t, ids[t], skipped=True) for t in range(stream.num_tasks)}

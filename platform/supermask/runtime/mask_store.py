@@ -198,7 +198,8 @@ class MaskStore:
         """Start new actors for shards whose pinned node is gone; True if any was replaced.
 
         Only that case: an actor ended on purpose (close(), ray.kill) stays ended, so a copy of a
-        closed store held elsewhere cannot bring its shards back behind the owner's back.
+        closed store held elsewhere cannot bring its shards back behind the owner's back. Ray
+        reports a lost node either as "unschedulable" or as a death whose message is not ray.kill's.
         """
         dead = []
         for i, actor in enumerate(self._actors):
@@ -206,7 +207,10 @@ class MaskStore:
                 ray.get(actor.ping.remote(), timeout=60)
             except ray.exceptions.ActorUnschedulableError:
                 dead.append(i)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            except ray.exceptions.RayActorError as e:
+                if "ray.kill" not in str(e):  # lost with its node, not ended on purpose
+                    dead.append(i)
+            except ray.exceptions.GetTimeoutError:
                 continue
         if not dead:
             return False
