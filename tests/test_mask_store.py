@@ -222,19 +222,6 @@ def test_reshard_cut_short_loses_nothing_and_reruns(tmp_path, monkeypatch, crash
 # -- the store on Ray actors ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @ray.remote
 def _get_in_task(store: MaskStore, task_id: str) -> TaskMask:
     return store.get(task_id)

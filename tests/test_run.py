@@ -13,19 +13,6 @@ TASKS = Path(__file__).resolve().parent.parent / "tasks"
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     code = main(

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import ray
 import yaml
 
 from supermask.cli import main
@@ -18,19 +17,6 @@ SPEC = {
     "run": {"scenario": "GNu", "shards": 2, "num_workers": 1},
     "inference": {"batch_images": 4},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-import ray
-
 from supermask.runtime.events import read_events
 from supermask.runtime.job import run_job
 from supermask.runtime.mask_store import MaskStore
@@ -20,19 +17,6 @@ from supermask.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "tasks" / "synthetic.yaml"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 def _learned_once(out: Path, ids: list[str]) -> None:

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from supermask.cli import main
@@ -222,19 +221,6 @@ def test_trial_metrics_use_the_validation_split_and_leave_str_search_untouched()
 
 
 # ---- on Ray ----
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
