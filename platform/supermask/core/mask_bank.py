@@ -16,6 +16,7 @@ import numpy as np
 
 from supermask.core.packing import (
     TaskMask,
+    chunked_packed_sum,
     flatten_queries,
     packed_dot,
     packed_sum,
@@ -132,10 +133,9 @@ class PackedMasks:
         if ids is None:
             return split_layers(self._sum, self.shapes), len(self)
         chosen = self._chosen(ids)
-        flat = np.zeros(self._sum.size, np.int32)
-        for i in range(0, len(chosen), max(1, chunk)):
-            rows = np.stack([self._masks[t].packed for t in chosen[i : i + chunk]])
-            flat += packed_sum(rows, flat.size)
+        flat = chunked_packed_sum(
+            chosen, lambda ids: np.stack([self._masks[t].packed for t in ids]), self._sum.size, chunk
+        )
         return split_layers(flat, self.shapes), len(chosen)
 
     def query_scores(

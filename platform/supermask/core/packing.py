@@ -159,6 +159,14 @@ def packed_sum(rows: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
+def chunked_packed_sum(ids: list[str], rows_of, total: int, chunk: int) -> np.ndarray:
+    """packed_sum over the masks `ids`, reading `chunk` of them at a time through `rows_of(ids)`."""
+    flat = np.zeros(total, np.int32)
+    for i in range(0, len(ids), max(1, chunk)):
+        flat += packed_sum(rows_of(ids[i : i + chunk]), total)
+    return flat
+
+
 def split_layers(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
     """A flat per-weight array cut into per-layer arrays of these shapes (copies)."""
     out, start = [], 0

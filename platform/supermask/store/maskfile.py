@@ -39,9 +39,9 @@ import numpy as np
 
 from supermask.core.packing import (
     TaskMask,
+    chunked_packed_sum,
     flatten_queries,
     packed_dot,
-    packed_sum,
     query_count,
     split_layers,
 )
@@ -429,10 +429,7 @@ class MaskFile:
         if ids is None:
             self._ensure_sums()
             return base.layer_sums(), base.count
-        total = num_weights(base.shapes)
-        flat = np.zeros(total, np.int32)
-        for i in range(0, len(chosen), max(1, chunk)):
-            flat += packed_sum(self._rows(chosen[i : i + chunk]), total)
+        flat = chunked_packed_sum(chosen, self._rows, num_weights(base.shapes), chunk)
         return split_layers(flat, list(base.shapes)), len(chosen)
 
     def query_scores(
