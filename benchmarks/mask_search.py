@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from supermask.learn import learn_task, make_base, make_stream
-from supermask.spec import load_spec
+from supermask.config.spec import load_spec
+from supermask.recipes.learn import learn_task
+from supermask.recipes.recipe import Recipe, Workbench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def measure(spec_path: Path, tasks: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     spec = load_spec(spec_path, [f"stream.num_tasks={tasks}"])
-    stream = make_stream(spec)
-    make_base(spec, stream)  # build once, outside the timing
+    bench = Workbench(Recipe.from_spec(spec))  # stream and base built once, outside the timing
+    stream = bench.stream
     rows = []
     for t in range(tasks):
         started = time.perf_counter()
-        mask = learn_task(spec, t)
+        mask = learn_task(bench, t)
         seconds = time.perf_counter() - started
         samples = mask.metrics["steps"] * spec.search.batch_size
         rows.append(

@@ -5,7 +5,9 @@
 For each shard count, a fresh store (in a temporary folder under /tmp, deleted
 at the end) receives `--masks` fc1024 masks (in-1024-1024-out on 784 inputs:
 1,861,632 weights, 232,704 packed bytes; random bits, seeded), first one put()
-at a time for a sample, then put_many; then get() and get_many read them back.
+at a time for a sample, then put_many; then get() and get_many read them back
+(each record verified whole), and describe() reads every mask's metadata from
+the shards' indexes.
 Every put is durable (fsync'ed) before it returns. Finally, with one shard
 holding all the masks (plus 20 more in its journal), the shard process is
 killed with SIGKILL and the time until a get() succeeds again is measured
@@ -78,6 +80,10 @@ def measure(root: Path, shards: int, masks: list[TaskMask], singles: int) -> dic
             got = store.get_many(ids[i : i + BATCH])
             assert got[0].task_id == ids[i]
         get_many = time.perf_counter() - started
+        started = time.perf_counter()
+        described = store.describe()  # metadata of every mask from the shards' indexes, no bits read
+        describe = time.perf_counter() - started
+        assert len(described) == len(masks)
         stats = store.stats()
         assert stats["count"] == len(masks), stats["count"]
         return {
@@ -87,6 +93,7 @@ def measure(root: Path, shards: int, masks: list[TaskMask], singles: int) -> dic
             "put_many_masks_per_s": rate(len(masks) - singles, put_many),
             "get_masks_per_s": rate(singles, get_one),
             "get_many_masks_per_s": rate(len(ids), get_many),
+            "describe_masks_per_s": rate(len(ids), describe),
             "put_many_MB_per_s": rate((len(masks) - singles) * masks[0].mask_bytes / 1e6, put_many),
             "get_many_MB_per_s": rate(len(ids) * masks[0].mask_bytes / 1e6, get_many),
             "file_bytes": stats["file_bytes"],
@@ -161,11 +168,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"{args.masks} fc1024 masks ({masks[0].mask_bytes:,} B each), masks/s:")
-    print(f"{'shards':>6} {'put':>8} {'put_many':>9} {'get':>8} {'get_many':>9}")
+    print(f"{'shards':>6} {'put':>8} {'put_many':>9} {'get':>8} {'get_many':>9} {'describe':>9}")
     for r in runs:
         print(
             f"{r['shards']:>6} {r['put_masks_per_s']:>8.0f} {r['put_many_masks_per_s']:>9.0f} "
-            f"{r['get_masks_per_s']:>8.0f} {r['get_many_masks_per_s']:>9.0f}"
+            f"{r['get_masks_per_s']:>8.0f} {r['get_many_masks_per_s']:>9.0f} {r['describe_masks_per_s']:>9.0f}"
         )
     secs = ", ".join(f"{k['seconds']:.2f}" for k in restarts)
     print(

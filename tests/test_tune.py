@@ -4,26 +4,23 @@ and a sweep whose driver is killed with SIGKILL, resumed by running the same com
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from supermask.cli import main
-from supermask.core.search import evaluate_mask
-from supermask.learn import make_base, make_stream, new_search
+from conftest import TUNING, cli_process
+from supermask.config.schema import SpecError
+from supermask.config.spec import load_spec
+from supermask.config.sweep import load_sweep, sweep_from_dict
+from supermask.core.evaluate import evaluate_mask
+from supermask.interface.cli import main
+from supermask.interface.sweep_report import best_trial, pareto_front
+from supermask.recipes.recipe import Recipe, Workbench
+from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics
 from supermask.runtime.events import read_events
 from supermask.runtime.tune_state import StateBackup, repair_experiment
-from supermask.runtime.tune_trial import advance_one_epoch, current_mask, epoch_metrics
-from supermask.spec import SpecError, load_spec
-from supermask.sweep import load_sweep, sweep_from_dict
-from supermask.sweep_report import best_trial, pareto_front
 
-ROOT = Path(__file__).resolve().parent.parent
-TUNING = ROOT / "tuning"
 QUICK = TUNING / "quick.yaml"
 
 BASE = {
@@ -54,9 +51,9 @@ def test_shipped_sweeps_search_what_they_say():
     assert (min(points), max(points), density.num_trials) == (0.05, 0.9, len(points))
     assert (density.base["stream"]["name"], density.base["base"]["arch"]) == ("permuted_mnist", "fc1024")
     assert density.base["mask"]["method"] == "topk"
-    str_sweep = load_sweep(TUNING / "str_threshold_sweep.yaml")
-    assert str_sweep.base["mask"]["method"] == "str"
-    assert {"mask.options.init_threshold", "search.weight_decay"} <= set(str_sweep.space)
+    thresholds = load_sweep(TUNING / "learned_threshold_sweep.yaml")
+    assert thresholds.base["mask"]["method"] == "learned_threshold"
+    assert {"mask.options.init_threshold", "search.weight_decay"} <= set(thresholds.space)
     quick = load_sweep(QUICK)
     assert quick.num_trials >= 4 and quick.spec.scheduler.name == "asha"
 
@@ -111,7 +108,7 @@ def test_shipped_sweeps_search_what_they_say():
         (
             {"search_space": {"mask.options.init_threshold": {"uniform": [0.1, 0.5]}}},
             "search_space.mask.options.init_threshold",
-            "not an option of mask method 'topk'; allowed: policy",
+            "not an option of mask method 'topk'; allowed: none",
         ),
         (
             {"algorithm": "grid", "search_space": {"search.lr": {"uniform": [0.1, 1.0]}}},
@@ -126,7 +123,7 @@ def test_shipped_sweeps_search_what_they_say():
     ],
 )
 def test_validation_errors_name_field_value_and_allowed(change, field, words, monkeypatch):
-    monkeypatch.setattr("supermask.sweep.installed", lambda name: True)  # optuna "installed"
+    monkeypatch.setattr("supermask.config.sweep.installed", lambda name: True)  # optuna "installed"
     with pytest.raises(SpecError) as e:
         sweep_from_dict({**BASE, **change}, origin=TUNING)
     message = str(e.value)
@@ -135,7 +132,7 @@ def test_validation_errors_name_field_value_and_allowed(change, field, words, mo
 
 
 def test_missing_optional_algorithm_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("supermask.sweep.installed", lambda name: False)
+    monkeypatch.setattr("supermask.config.sweep.installed", lambda name: False)
     for algorithm in ("optuna", "hyperopt"):
         with pytest.raises(SpecError, match=rf"pip install 'supermask\[{algorithm}\]'"):
             sweep_from_dict({**BASE, "algorithm": algorithm}, origin=TUNING)
@@ -162,7 +159,7 @@ def test_trial_specs_hold_out_validation_and_best_spec_restores_the_stream():
     trial = sweep.trial_spec(config)
     assert (trial.stream.num_tasks, trial.data.validation_fraction) == (2, 0.25)
     assert (trial.mask.density, trial.search.lr, trial.search.epochs) == (0.3, 0.5, 6)
-    task = make_stream(trial).task(0)
+    task = Workbench(Recipe.from_spec(trial)).task(0)
     assert (len(task.train_y), len(task.val_y), len(task.test_y)) == (384, 128, 256)
     best = sweep.best_spec(config)
     assert (best.stream.num_tasks, best.data.validation_fraction, best.name) == (4, 0.0, "quick_best")
@@ -197,27 +194,29 @@ def test_pareto_front_and_best_trial():
     assert best_trial([T("a", "error", 1.0, 0.1)]) is None
 
 
-def test_trial_metrics_use_the_validation_split_and_leave_str_search_untouched():
+def test_trial_metrics_use_the_validation_split_and_leave_learned_thresholds_untouched():
     torch.manual_seed(0)
     sweep = sweep_from_dict(
-        {**BASE, "set": {"search.epochs": 2, "mask.method": "str", "mask.density": 0.3}}, origin=TUNING
+        {**BASE, "set": {"search.epochs": 2, "mask.method": "learned_threshold", "mask.density": 0.3}},
+        origin=TUNING,
     )
-    spec = sweep.trial_spec({"mask.density": 0.3})
-    searches = [new_search(spec, t) for t in range(2)]
+    bench = Workbench(Recipe.from_spec(sweep.trial_spec({"mask.density": 0.3})))
+    searches = [bench.new_search(t) for t in range(2)]
     advance_one_epoch(searches, 1)
     assert [s.step for s in searches] == [s.steps_per_epoch for s in searches] == [6, 6]
     thresholds = searches[0].method.s.detach().clone()
-    metrics = epoch_metrics(sweep, spec, searches, 1, 2, "cpu")
-    assert torch.equal(searches[0].method.s, thresholds)  # STR's calibration ran on a copy
+    metrics = epoch_metrics(sweep, bench, searches, 1, 2)
+    assert torch.equal(searches[0].method.s, thresholds)  # the final calibration ran on a copy
     assert metrics["density"] == pytest.approx(0.3, abs=2e-3)
-    stream, base = make_stream(spec), make_base(spec, make_stream(spec))
     expected = [
-        evaluate_mask(base, current_mask(s), stream.task(t).val_x, stream.task(t).val_y, num_classes=4)
+        evaluate_mask(
+            bench.base, s.current_mask(), bench.task(t).val_x, bench.task(t).val_y, num_classes=4
+        ).real_classes
         for t, s in enumerate(searches)
     ]
     assert metrics["task_val_accuracy"] == expected
     assert metrics["val_accuracy"] == pytest.approx(sum(expected) / 2)
-    assert set(metrics["layer_density"]) == set(base.masked_names)
+    assert set(metrics["layer_density"]) == set(bench.base.masked_names)
 
 
 # ---- on Ray ----
@@ -305,23 +304,11 @@ def test_bad_sweep_exits_2_naming_the_field(tmp_path, capsys):
     assert not (tmp_path / "sweep.json").exists()
 
 
-def _tune_cli(out: Path, *extra: str) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        "-m",
-        "supermask.cli",
-        "tune",
-        str(QUICK),
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
-    return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+def _tune_cli(out, *extra):
+    return cli_process("tune", str(QUICK), "--out", str(out), "--no-progress", *extra)
 
 
+@pytest.mark.slow
 def test_sweep_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path):
     # Four trials one after another, 20 epochs each, no early stopping: kill the driver after two.
     extra = ["--set", "scheduler.name=none", "--set", "set.search.epochs=20", "--set", "max_concurrent=1"]

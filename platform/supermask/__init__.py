@@ -2,8 +2,8 @@
 
 The names users need, importable without Ray:
 
-    from supermask import BaseSpec, build_base, SearchConfig, search_mask, evaluate_mask
-    from supermask import build_stream, load_spec, MaskFile
+    from supermask import BaseSpec, build_base, MaskSpec, SearchConfig, search_mask, evaluate_mask
+    from supermask import StreamSpec, build_stream, load_spec, Recipe, Workbench, MaskFile
     from supermask import PackedMasks, InferenceConfig, infer_groups, learn_without_ids
 
 They are loaded on first use, so a process that needs only the store (a shard actor) does not
@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "MASK_METHODS": "supermask.core.masks",
+    "MaskSpec": "supermask.core.masks",
     "build_mask_method": "supermask.core.masks",
     "layer_densities": "supermask.core.masks",
     "ARCHITECTURES": "supermask.core.nets",
     "BaseNetwork": "supermask.core.nets",
     "BaseSpec": "supermask.core.nets",
     "build_base": "supermask.core.nets",
+    "Accuracy": "supermask.core.evaluate",
+    "evaluate_mask": "supermask.core.evaluate",
     "InferenceConfig": "supermask.core.inference",
     "infer_groups": "supermask.core.inference",
     "mean_masks": "supermask.core.inference",
@@ -35,15 +38,18 @@ _EXPORTS = {
     "unpack_masks": "supermask.core.packing",
     "MaskSearch": "supermask.core.search",
     "SearchConfig": "supermask.core.search",
-    "evaluate_mask": "supermask.core.search",
     "search_mask": "supermask.core.search",
     "STREAMS": "supermask.data",
+    "StreamSpec": "supermask.data",
+    "DataConfig": "supermask.data",
     "build_stream": "supermask.data",
-    "Spec": "supermask.spec",
-    "SpecError": "supermask.spec",
-    "load_spec": "supermask.spec",
-    "Sweep": "supermask.sweep",
-    "load_sweep": "supermask.sweep",
+    "Spec": "supermask.config.spec",
+    "SpecError": "supermask.config.schema",
+    "load_spec": "supermask.config.spec",
+    "Sweep": "supermask.config.sweep",
+    "load_sweep": "supermask.config.sweep",
+    "Recipe": "supermask.recipes.recipe",
+    "Workbench": "supermask.recipes.recipe",
     "MaskFile": "supermask.store.maskfile",
 }
 

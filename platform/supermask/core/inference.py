@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
+from supermask.core.fields import check_fields, choices, in_range
 from supermask.core.mask_bank import MaskBank
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import query_matrix
@@ -58,26 +59,23 @@ def superfluous_logsumexp(logits: torch.Tensor, num_classes: int) -> torch.Tenso
 OBJECTIVE_FUNCTIONS = {"H": entropy, "G": superfluous_logsumexp}
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceConfig:
-    """How a task is inferred: method, objective, per-batch or per-sample, and working sizes."""
+    """How a task is inferred: the `inference` section of a task spec."""
 
-    method: str = "one_shot"
-    objective: str = "H"
-    mode: str = "per_batch"
-    batch_images: int = 1  # per_batch: the task of a batch is inferred from its first n images
-    chunk: int = 64  # masks unpacked at a time where they live
-    query_bytes: int = 64 * 2**20  # float32 queries sent to the masks at once (at least one)
+    method: str = field(default="one_shot", metadata=choices(*METHODS))
+    objective: str = field(default="H", metadata=choices(*OBJECTIVES))
+    # per_batch: one task per test batch, inferred from its first batch_images images; per_sample: one per image
+    mode: str = field(default="per_batch", metadata=choices(*MODES))
+    batch_images: int = field(default=1, metadata=in_range(1))
+    batch_size: int = field(default=128, metadata=in_range(1))  # test images per batch
+    chunk: int = field(default=64, metadata=in_range(1))  # packed masks unpacked at a time where they live
+    query_bytes: int = field(
+        default=64 * 2**20, metadata=in_range(1)
+    )  # float32 queries sent to the masks at once
 
     def __post_init__(self) -> None:
-        for name, allowed in (("method", METHODS), ("objective", OBJECTIVES), ("mode", MODES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"inference {name} {getattr(self, name)!r} is unknown; allowed: {', '.join(allowed)}"
-                )
-        for name in ("batch_images", "chunk", "query_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"inference {name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, "inference.")
 
 
 def has_batchnorm(base: BaseNetwork) -> bool:

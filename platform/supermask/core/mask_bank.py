@@ -15,13 +15,12 @@ from typing import Protocol
 import numpy as np
 
 from supermask.core.packing import (
+    RunningSum,
     TaskMask,
+    chunked_packed_dot,
     chunked_packed_sum,
     flatten_queries,
-    packed_dot,
-    packed_sum,
     query_count,
-    split_layers,
 )
 
 
@@ -51,7 +50,7 @@ class PackedMasks:
         self._masks: dict[str, TaskMask] = {}
         self.fingerprint: str | None = None
         self.shapes: list[tuple[int, ...]] | None = None
-        self._sum: np.ndarray | None = None  # int32, one per weight
+        self._sum: RunningSum | None = None
         for mask in masks:
             self.put(mask)
 
@@ -75,7 +74,7 @@ class PackedMasks:
         shapes = [tuple(int(d) for d in s) for s in mask.layer_shapes]
         if self.fingerprint is None:
             self.fingerprint, self.shapes = mask.base_fingerprint, shapes
-            self._sum = np.zeros(int(sum(np.prod(s) for s in shapes)), np.int32)
+            self._sum = RunningSum(shapes)
         elif mask.base_fingerprint != self.fingerprint or shapes != self.shapes:
             raise ValueError(
                 f"mask {mask.task_id!r} was learned on base {mask.base_fingerprint} {shapes}, but this bank "
@@ -87,16 +86,16 @@ class PackedMasks:
                 raise ValueError(
                     f"the bank already holds task {mask.task_id!r}; pass overwrite=True to replace it"
                 )
-            self._sum -= packed_sum(old.packed[None], self._sum.size)
+            self._sum.remove(old.packed)
         self._masks[mask.task_id] = mask
-        self._sum += packed_sum(mask.packed[None], self._sum.size)
+        self._sum.add(mask.packed)
 
     def delete(self, task_id: str) -> bool:
         """Drop a mask; False if there was none."""
         old = self._masks.pop(task_id, None)
         if old is None:
             return False
-        self._sum -= packed_sum(old.packed[None], self._sum.size)
+        self._sum.remove(old.packed)
         return True
 
     def get(self, task_id: str, *, fingerprint: str | None = None) -> TaskMask:
@@ -131,12 +130,14 @@ class PackedMasks:
         if self._sum is None:
             return [], 0
         if ids is None:
-            return split_layers(self._sum, self.shapes), len(self)
+            return self._sum.layers(), len(self)
         chosen = self._chosen(ids)
-        flat = chunked_packed_sum(
-            chosen, lambda ids: np.stack([self._masks[t].packed for t in ids]), self._sum.size, chunk
-        )
-        return split_layers(flat, self.shapes), len(chosen)
+        subset = RunningSum(self.shapes)
+        subset.counts = chunked_packed_sum(chosen, self._rows, subset.counts.size, chunk)
+        return subset.layers(), len(chosen)
+
+    def _rows(self, ids: list[str]) -> np.ndarray:
+        return np.stack([self._masks[t].packed for t in ids])
 
     def query_scores(
         self,
@@ -148,14 +149,7 @@ class PackedMasks:
     ) -> tuple[list[str], np.ndarray]:
         """(ids, (k, Q) scores): sum over layers of <queries[l][q], mask[l]>, `chunk` masks unpacked at a time."""
         self._check(fingerprint)
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
         chosen = self._chosen(ids)
         if self.shapes is None:
             return [], np.zeros((0, query_count(queries)))
-        flat = flatten_queries(queries, self.shapes)
-        out = np.zeros((len(chosen), flat.shape[0]), np.float64)
-        for i in range(0, len(chosen), chunk):
-            rows = np.stack([self._masks[t].packed for t in chosen[i : i + chunk]])
-            out[i : i + chunk] = packed_dot(rows, flat)
-        return chosen, out
+        return chosen, chunked_packed_dot(chosen, self._rows, flatten_queries(queries, self.shapes), chunk)

@@ -5,25 +5,52 @@
 - `topk` (edge-popup): keep the top `density` fraction of |score| in each layer (per-layer budgets
   from a density policy); the gradient passes straight through to every score.
 - `threshold` (SupSup's masks): keep weights whose score is >= 0; straight-through gradient.
-- `str` (soft threshold reparameterisation): keep weights with |z| > sigmoid(s_l), where
-  z = softsign(score / b_l) lies in (-1, 1) and s_l is learned per layer, so layers find their own
-  budgets. The gradient to s_l is that of STR's sign(z)*relu(|z|-sigmoid(s_l)). A controller pulls the global density to
-  `density` during search, and `finalize` shifts every s_l by one common offset so that the kept
-  fraction matches the target to within one weight.
+- `learned_threshold`: a learned per-layer threshold over the scores, with a density controller.
+  A weight is kept when |z| > sigmoid(s_l), where z = softsign(score / b_l) lies in (-1, 1) and s_l is
+  one learned scalar per layer, so layers find their own budgets. The forward pass is a hard 0/1
+  mask over the frozen weights (this is NOT STR, which soft-thresholds trained weights); the
+  gradient reaching s_l is borrowed from STR's d relu(|z| - sigmoid(s_l)) / ds_l. A proportional
+  controller pulls the global density to `density` during search, and `finalize` shifts every s_l
+  by one common offset so that the kept fraction matches the target to within one weight.
+
+`MaskSpec` (method, density, policy, options) is the `mask` section of a task spec.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from supermask.registry import Registry
+from supermask.core.fields import check_fields, choices, in_range
+from supermask.core.registry import Registry
 
 MASK_METHODS: Registry = Registry("mask method")
 DENSITY_POLICIES = ("uniform", "erdos_renyi")
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How a task's mask is made from its scores: the `mask` section of a task spec."""
+
+    method: str = "topk"
+    # Fraction of weights KEPT. None: the method's default (0.5 for topk and learned_threshold);
+    # threshold keeps whatever scores are >= 0 and takes no density.
+    density: float | None = field(default=None, metadata=in_range(0.0, 1.0, lo_open=True))
+    policy: str = field(default="uniform", metadata=choices(*DENSITY_POLICIES))  # topk's per-layer budgets
+    options: dict = field(default_factory=dict, hash=False)  # the method's own options, e.g. init_threshold
+
+    @property
+    def target_density(self) -> float | None:
+        """The density the method aims for (None for threshold, which has no target)."""
+        cls = MASK_METHODS.get(self.method)
+        if not cls.takes_density:
+            return None
+        return cls.default_density if self.density is None else float(self.density)
 
 
 def layer_densities(shapes: list[tuple[int, ...]], density: float, policy: str = "uniform") -> list[float]:
@@ -111,6 +138,13 @@ class MaskMethod(nn.Module):
     """Learnable state that yields one mask per layer; subclasses define how."""
 
     name = "base"
+    takes_density = True  # whether `density` means anything to the method
+    takes_policy = False  # whether per-layer budgets (MaskSpec.policy) mean anything to it
+    default_density = 0.5
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError naming an option value the method cannot use (keys and types are checked already)."""
 
     def __init__(self, shapes: list[tuple[int, ...]], density: float, seed: int = 0) -> None:
         super().__init__()
@@ -142,6 +176,7 @@ class TopKMask(MaskMethod):
     """edge-popup: top `density` of |score| per layer, per-layer budgets from a policy."""
 
     name = "topk"
+    takes_policy = True
 
     def __init__(self, shapes, density: float, seed: int = 0, policy: str = "uniform") -> None:
         super().__init__(shapes, density, seed)
@@ -159,19 +194,30 @@ class ThresholdMask(MaskMethod):
     """SupSup/Piggyback: keep weights whose score is >= 0 (density is whatever the scores give)."""
 
     name = "threshold"
+    takes_density = False
 
-    def __init__(self, shapes, density: float = 0.5, seed: int = 0) -> None:
-        super().__init__(shapes, density, seed)
+    def __init__(self, shapes, density: float | None = None, seed: int = 0) -> None:
+        super().__init__(shapes, 0.5 if density is None else density, seed)
 
     def forward(self) -> list[torch.Tensor]:
         return [_Threshold.apply(s) for s in self.scores]
 
 
-@MASK_METHODS.register("str")
-class SoftThresholdMask(MaskMethod):
-    """STR: learned per-layer thresholds, steered to a target global density."""
+@MASK_METHODS.register("learned_threshold")
+class LearnedThresholdMask(MaskMethod):
+    """A learned threshold per layer over the scores, steered to a target global density."""
 
-    name = "str"
+    name = "learned_threshold"
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        start = options.get("init_threshold")
+        if start is not None and not 0.0 < start < 1.0:
+            raise ValueError(
+                f"mask.options.init_threshold: got {start!r}; must be in (0, 1) (it is sigmoid(s))"
+            )
+        if options.get("controller_gain", 0.1) <= 0:
+            raise ValueError(f"mask.options.controller_gain: got {options['controller_gain']!r}; must be > 0")
 
     def __init__(
         self,
@@ -183,8 +229,8 @@ class SoftThresholdMask(MaskMethod):
     ) -> None:
         super().__init__(shapes, density, seed)
         # |z| = |u|/(1+|u|) with u ~ U(-1, 1) keeps `density` of a layer when sigmoid(s) = (1-d)/(2-d).
+        self.check_options({"init_threshold": init_threshold, "controller_gain": controller_gain})
         start = (1.0 - density) / (2.0 - density) if init_threshold is None else init_threshold
-        start = min(max(start, 1e-4), 1 - 1e-4)
         self.s = nn.Parameter(torch.full((len(self.shapes),), math.log(start / (1 - start))))
         self.register_buffer("bounds", torch.tensor([_score_bound(s) for s in self.shapes]))
         self.sizes = [int(np.prod(s)) for s in self.shapes]
@@ -230,10 +276,49 @@ class SoftThresholdMask(MaskMethod):
         return {"density_before_calibration": before, "calibration_offset": best}
 
 
-def build_mask_method(name: str, shapes: list[tuple[int, ...]], density: float, seed: int = 0, **options):
-    """Look up a mask method by name and build it for these layer shapes."""
-    cls = MASK_METHODS.get(name)
-    try:
-        return cls(shapes, density, seed=seed, **options)
-    except TypeError as e:
-        raise ValueError(f"bad options for mask method {name!r}: {e}") from None
+def method_options(name: str) -> dict[str, object]:
+    """The options mask method `name` takes in MaskSpec.options, with their defaults."""
+    params = inspect.signature(MASK_METHODS.get(name).__init__).parameters
+    return {
+        k: p.default for k, p in params.items() if k not in ("self", "shapes", "density", "seed", "policy")
+    }
+
+
+def check_mask_spec(spec: MaskSpec) -> None:
+    """Raise ValueError naming the mask field that does not fit the method (keys, types, density, policy)."""
+    check_fields(spec, "mask.")
+    cls = MASK_METHODS.get(spec.method)
+    if spec.density is not None and not cls.takes_density:
+        raise ValueError(
+            f"mask.density: got {spec.density}; method {spec.method!r} keeps every weight whose score is >= 0 "
+            "and has no density target: remove mask.density, or use method topk or learned_threshold"
+        )
+    if spec.policy != "uniform" and not cls.takes_policy:
+        raise ValueError(f"mask.policy: got {spec.policy!r}; per-layer budgets apply to method topk only")
+    allowed = method_options(spec.method)
+    for key, value in spec.options.items():
+        if key == "policy":
+            raise ValueError("mask.options.policy: set mask.policy instead (one place for one setting)")
+        if key not in allowed:
+            known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
+            raise ValueError(
+                f"mask.options.{key}: not an option of mask method {spec.method!r}; allowed: {known}"
+            )
+        default = allowed[key]
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if default is not None and isinstance(default, float) and not numeric:
+            raise ValueError(f"mask.options.{key}: got {value!r}; must be a number")
+        if value is not None and default is None and not numeric:
+            raise ValueError(f"mask.options.{key}: got {value!r}; must be a number or null")
+    cls.check_options(spec.options)
+
+
+def build_mask_method(spec: MaskSpec, shapes: list[tuple[int, ...]], seed: int = 0) -> MaskMethod:
+    """The mask method `spec` names, built for these layer shapes with scores drawn from `seed`."""
+    check_mask_spec(spec)
+    cls = MASK_METHODS.get(spec.method)
+    kwargs = dict(spec.options)
+    if cls.takes_policy:
+        kwargs["policy"] = spec.policy
+    density = spec.target_density
+    return cls(shapes, density, seed=seed, **kwargs)

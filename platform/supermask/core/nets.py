@@ -10,6 +10,8 @@ them. Masks are applied with `torch.func.functional_call`, so the modules here s
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -18,7 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from supermask.registry import Registry
+from supermask.core.fields import check_fields, choices, in_range, resolved
+from supermask.core.registry import Registry
 
 ARCHITECTURES: Registry = Registry("architecture")
 INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
@@ -26,25 +29,31 @@ INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """Everything that determines a base network's weights."""
+    """Everything that determines a base network: its architecture, weights and outputs.
+
+    `input_shape` comes from the stream and `num_outputs` defaults to the stream's classes; a spec
+    leaves them unset and resolving it fills them in. `options` are the architecture's own keyword
+    arguments (e.g. {"widths": [64, 64]} for mlp, {"nf": 20} for resnet18).
+    """
 
     arch: str = "fc1024"
     seed: int = 0
-    init: str = "signed_constant"
-    input_shape: tuple[int, ...] = (784,)
-    num_outputs: int = 10
+    init: str = field(default="signed_constant", metadata=choices(*INITS))
+    num_outputs: int | None = field(default=None, metadata=in_range(1))  # None: the stream's classes
     batchnorm: bool | None = None  # None: the architecture's default
     options: dict = field(default_factory=dict, hash=False)
+    input_shape: tuple[int, ...] | None = field(default=None, metadata=resolved())
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
+        d["input_shape"] = None if self.input_shape is None else list(self.input_shape)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> BaseSpec:
         d = dict(d)
-        d["input_shape"] = tuple(d.get("input_shape", (784,)))
+        if d.get("input_shape") is not None:
+            d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
 
 
@@ -171,6 +180,40 @@ def resnet18(input_shape, num_outputs, batchnorm=True, nf=20):
     return _ResNet18(_require_image("resnet18", input_shape), num_outputs, int(nf), bool(batchnorm))
 
 
+def architecture_options(arch: str) -> dict[str, object]:
+    """The options (BaseSpec.options) architecture `arch` takes, with their defaults."""
+    params = inspect.signature(ARCHITECTURES.get(arch)).parameters
+    return {k: p.default for k, p in params.items() if k not in ("input_shape", "num_outputs", "batchnorm")}
+
+
+def uses_batchnorm(spec: BaseSpec) -> bool:
+    """Whether a base of this spec normalises with BatchNorm (its statistics are then kept per task)."""
+    if spec.batchnorm is not None:
+        return bool(spec.batchnorm)
+    return bool(inspect.signature(ARCHITECTURES.get(spec.arch)).parameters["batchnorm"].default)
+
+
+def check_base_options(spec: BaseSpec) -> None:
+    """Raise ValueError naming a base.options key the architecture does not take, or a value of the wrong type."""
+    allowed = architecture_options(spec.arch)
+    for key, value in spec.options.items():
+        if key not in allowed:
+            known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
+            raise ValueError(
+                f"base.options.{key}: not an option of architecture {spec.arch!r}; allowed: {known}"
+            )
+        default = allowed[key]
+        if isinstance(default, tuple | list):
+            ok = (
+                isinstance(value, list | tuple) and all(isinstance(v, int) and v > 0 for v in value) and value
+            )
+            if not ok:
+                raise ValueError(f"base.options.{key}: got {value!r}; must be a list of positive integers")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"base.options.{key}: got {value!r}; must be a positive integer")
+
+
 def _fan_in(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape[1:]))
 
@@ -197,10 +240,13 @@ class BaseNetwork(nn.Module):
     def __init__(self, spec: BaseSpec) -> None:
         super().__init__()
         builder = ARCHITECTURES.get(spec.arch)
-        if spec.init not in INITS:
-            raise ValueError(f"unknown init {spec.init!r}; known: {', '.join(INITS)}")
-        if spec.num_outputs < 1:
-            raise ValueError(f"num_outputs must be >= 1, got {spec.num_outputs}")
+        check_fields(spec, "base.")
+        check_base_options(spec)
+        if spec.input_shape is None or spec.num_outputs is None:
+            raise ValueError(
+                "a base needs input_shape and num_outputs; build it from a resolved spec "
+                "(Recipe.from_spec), or give both, e.g. BaseSpec(input_shape=(784,), num_outputs=10)"
+            )
         kwargs = dict(spec.options)
         if spec.batchnorm is not None:
             kwargs["batchnorm"] = spec.batchnorm
@@ -247,24 +293,42 @@ class BaseNetwork(nn.Module):
         x: torch.Tensor,
         masks: list[torch.Tensor] | None = None,
         bn_state: dict[str, torch.Tensor] | None = None,
+        *,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Run the base with per-layer masks (float, 0/1 or relaxed) and one task's BN statistics."""
-        if masks is None:
+        """Run the base under one task's masks (or effective weights) and BatchNorm statistics.
+
+        `masks` multiply the frozen weights per layer (float 0/1 or relaxed); `weights` replace them
+        outright (trained-weight methods). With neither, the frozen weights are used as they are.
+        """
+        if masks is not None and weights is not None:
+            raise ValueError("give masks or weights, not both")
+        given = masks if masks is not None else weights
+        if given is None and bn_state is None:
             return self.net(x)
-        if len(masks) != len(self.masked_names):
-            raise ValueError(f"got {len(masks)} masks for {len(self.masked_names)} masked layers")
-        weights = self.weights()
-        replaced: dict[str, torch.Tensor] = {
-            name: w * m for name, w, m in zip(self.masked_names, weights, masks, strict=True)
-        }
+        replaced: dict[str, torch.Tensor] = {}
+        if given is not None:
+            if len(given) != len(self.masked_names):
+                what = "masks" if masks is not None else "weights"
+                raise ValueError(f"got {len(given)} {what} for {len(self.masked_names)} masked layers")
+            if masks is not None:
+                given = [w * m for w, m in zip(self.weights(), masks, strict=True)]
+            replaced.update(zip(self.masked_names, given, strict=True))
         if bn_state is not None:
             replaced.update(bn_state)
         return functional_call(self.net, replaced, (x,))
 
 
 def weights_fingerprint(base: BaseNetwork) -> str:
-    """blake2b of the masked layers' names, shapes and float32 bytes (computed on the CPU)."""
+    """blake2b of everything that determines the base's outputs: the whole spec, the BatchNorm buffer
+    names and the masked layers' names, shapes and float32 bytes (computed on the CPU).
+
+    So a base with BatchNorm and the same weights without it have different fingerprints, and a mask
+    learned on one is refused on the other.
+    """
     h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(base.spec.to_dict(), sort_keys=True, default=list).encode())
+    h.update(json.dumps(base.bn_names).encode())
     for name, w in zip(base.masked_names, base.weights(), strict=True):
         arr = w.detach().to("cpu", torch.float32).contiguous().numpy()
         h.update(f"{name}:{arr.shape};".encode())

@@ -25,33 +25,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from supermask.core.fields import check_fields, in_range
 from supermask.core.inference import InferenceConfig, mean_masks, superposed_scores
 from supermask.core.mask_bank import PackedMasks
-from supermask.core.masks import build_mask_method
+from supermask.core.masks import MaskSpec, build_mask_method
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask, pack_masks
-from supermask.core.search import SearchConfig, build_optimizer
+from supermask.core.search import SearchConfig, build_optimizer, task_seed
 
 PAD_PREFIX = "untrained-"
 
 
-@dataclass
+@dataclass(frozen=True)
 class NNsConfig:
-    """When to test the data against the known masks, and how sure a match must be."""
+    """When to test the data against the known masks, and how sure a match must be: the `nns` spec section.
 
-    check_every: int = 100  # batches between checks
-    epsilon: float = 0.125  # SupSup: new mask when k * max softmax(-dH/dalpha) < 1.125
-    min_candidates: int = 5  # k is at least this: untrained masks pad the superposition
-    max_masks: int | None = None  # never allocate more than this many masks
-    objective: str = "H"
-    chunk: int = 64
+    The objective and the working chunk of the checks are the `inference` section's.
+    """
+
+    check_every: int = field(default=100, metadata=in_range(1))  # training batches between checks
+    # a new mask when k * max softmax(-dH/dalpha) < 1 + epsilon (SupSup: 0.125)
+    epsilon: float = field(default=0.125, metadata=in_range(0.0, lo_open=True))
+    min_candidates: int = field(default=5, metadata=in_range(2))  # untrained masks pad k up to this
+    max_masks: int | None = field(default=None, metadata=in_range(1))  # never allocate more than this
 
     def __post_init__(self) -> None:
-        if self.check_every < 1 or self.min_candidates < 2 or self.epsilon <= 0:
-            raise ValueError(
-                f"NNs needs check_every >= 1, min_candidates >= 2 and epsilon > 0; got {self.check_every}, "
-                f"{self.min_candidates}, {self.epsilon}"
-            )
+        check_fields(self, "nns.")
 
 
 @dataclass
@@ -78,10 +77,10 @@ class NNsResult:
 class _Slot:
     """One mask being learned: its scores, optimizer and BN statistics."""
 
-    def __init__(self, base: BaseNetwork, search: SearchConfig, seed: int, device: str) -> None:
-        self.method = build_mask_method(
-            search.method, base.layer_shapes, search.density, seed=seed, **search.method_options
-        ).to(device)
+    def __init__(
+        self, base: BaseNetwork, mask: MaskSpec, search: SearchConfig, seed: int, device: str
+    ) -> None:
+        self.method = build_mask_method(mask, base.layer_shapes, seed=seed).to(device)
         self.optimizer = build_optimizer(search, self.method.parameters())
         self.bn_state = base.fresh_bn_state(device)
         self.steps = 0
@@ -93,27 +92,30 @@ class NNsLearner:
     def __init__(
         self,
         base: BaseNetwork,
+        mask: MaskSpec,
         search: SearchConfig,
         config: NNsConfig,
         num_classes: int,
         *,
+        inference: InferenceConfig | None = None,
         id_prefix: str = "mask",
         device: str = "cpu",
     ) -> None:
-        self.base, self.search, self.config, self.num_classes = base, search, config, num_classes
+        self.base, self.mask_spec, self.search, self.config = base, mask, search, config
+        self.num_classes = num_classes
         self.id_prefix, self.device = id_prefix, device
         self.slots: list[_Slot] = []
         self.current: int | None = None
         self.checks: list[Check] = []
         self.batches = 0
         self._candidates = PackedMasks()  # learned masks plus untrained padding, refreshed at checks
-        self._inference = InferenceConfig(objective=config.objective, chunk=config.chunk)
+        self._inference = inference or InferenceConfig()
 
     def mask_id(self, i: int) -> str:
         return f"{self.id_prefix}-{i:04d}"
 
     def _seed(self, i: int) -> int:
-        return self.search.seed * 100_003 + i
+        return task_seed(self.search.seed, i)
 
     def _packed(self, task_id: str, method) -> TaskMask:
         hard = method.hard_masks()
@@ -137,17 +139,13 @@ class NNsLearner:
         for i in range(len(self.slots), self.config.min_candidates):
             pad = f"{PAD_PREFIX}{i:04d}"
             if pad not in self._candidates:
-                init = build_mask_method(
-                    self.search.method,
-                    self.base.layer_shapes,
-                    self.search.density,
-                    seed=self._seed(i),
-                    **self.search.method_options,
-                )
+                init = build_mask_method(self.mask_spec, self.base.layer_shapes, seed=self._seed(i))
                 self._candidates.put(self._packed(pad, init))
 
     def _allocate(self) -> int:
-        self.slots.append(_Slot(self.base, self.search, self._seed(len(self.slots)), self.device))
+        self.slots.append(
+            _Slot(self.base, self.mask_spec, self.search, self._seed(len(self.slots)), self.device)
+        )
         return len(self.slots) - 1
 
     def _check(self, x: torch.Tensor) -> None:
@@ -217,16 +215,20 @@ class NNsLearner:
 def learn_without_ids(
     base: BaseNetwork,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    mask: MaskSpec,
     search: SearchConfig,
     config: NNsConfig,
     num_classes: int,
     *,
+    inference: InferenceConfig | None = None,
     id_prefix: str = "mask",
     device: str = "cpu",
 ) -> NNsResult:
     """Learn masks from a stream of (x, y) batches that carries no task ids."""
     started = time.perf_counter()
-    learner = NNsLearner(base, search, config, num_classes, id_prefix=id_prefix, device=device)
+    learner = NNsLearner(
+        base, mask, search, config, num_classes, inference=inference, id_prefix=id_prefix, device=device
+    )
     for x, y in batches:
         learner.step(x, y)
     return NNsResult(learner.masks(), learner.checks, learner.batches, time.perf_counter() - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,14 +36,18 @@ def unpack_masks(packed: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.n
     return out
 
 
-def checksum(packed: np.ndarray) -> str:
+def bits_checksum(packed: np.ndarray) -> str:
     """blake2b-128 hex digest of packed mask bytes."""
     return hashlib.blake2b(np.ascontiguousarray(packed, dtype=np.uint8).tobytes(), digest_size=16).hexdigest()
 
 
 @dataclass
 class TaskMask:
-    """Everything kept for one learned task: packed mask bits, BN statistics, provenance and metrics."""
+    """Everything kept for one learned task: packed mask bits, BN statistics, provenance and metrics.
+
+    `provenance` is {"hash": ..., "fields": {...}}: what produced the mask (stream, data, base, mask
+    method, search settings), so a rerun with other settings is caught; empty for masks made by hand.
+    """
 
     task_id: str
     packed: np.ndarray  # uint8, ceil(total weights / 8) bytes
@@ -53,6 +58,7 @@ class TaskMask:
     bn_stats: dict[str, np.ndarray] = field(default_factory=dict)  # "<bn module>.running_mean" -> float32
     metrics: dict = field(default_factory=dict)  # JSON-serialisable
     created: float = 0.0  # unix seconds
+    provenance: dict = field(default_factory=dict)  # JSON-serialisable
 
     @property
     def num_weights(self) -> int:
@@ -69,12 +75,41 @@ class TaskMask:
         return int(self.packed.nbytes)
 
     @property
+    def bits_checksum(self) -> str:
+        """blake2b of the packed bits alone (what scoring reads)."""
+        return bits_checksum(self.packed)
+
+    @property
     def checksum(self) -> str:
-        return checksum(self.packed)
+        """blake2b over the whole record: bits, BN statistics (names, dtypes, shapes, bytes), every field."""
+        meta = {
+            "task_id": self.task_id,
+            "layer_names": list(self.layer_names),
+            "layer_shapes": [[int(d) for d in s] for s in self.layer_shapes],
+            "layer_density": [float(d) for d in self.layer_density],
+            "base_fingerprint": self.base_fingerprint,
+            "metrics": self.metrics,
+            "created": float(self.created),
+            "provenance": self.provenance,
+            "bn": [[k, np.asarray(v).dtype.str, list(np.shape(v))] for k, v in sorted(self.bn_stats.items())],
+        }
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_plain).encode())
+        h.update(np.ascontiguousarray(self.packed, dtype=np.uint8).tobytes())
+        for _, v in sorted(self.bn_stats.items()):
+            h.update(np.ascontiguousarray(v).tobytes())
+        return h.hexdigest()
 
     def masks(self) -> list[np.ndarray]:
         """Per-layer boolean masks."""
         return unpack_masks(self.packed, self.layer_shapes)
+
+
+def _plain(value):
+    """NumPy scalars and arrays in metrics, as JSON would store them."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 PACKED_DOT_BLOCK_BYTES = 2**20  # float32 bits unpacked per step of packed_dot: small enough for the cache
@@ -165,6 +200,36 @@ def chunked_packed_sum(ids: list[str], rows_of, total: int, chunk: int) -> np.nd
     for i in range(0, len(ids), max(1, chunk)):
         flat += packed_sum(rows_of(ids[i : i + chunk]), total)
     return flat
+
+
+def chunked_packed_dot(ids: list[str], rows_of, queries: np.ndarray, chunk: int) -> np.ndarray:
+    """(k, Q) packed_dot of the masks `ids` with flat `queries`, `chunk` masks at a time via `rows_of(ids)`."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    out = np.zeros((len(ids), queries.shape[0]), np.float64)
+    for i in range(0, len(ids), chunk):
+        out[i : i + chunk] = packed_dot(rows_of(ids[i : i + chunk]), queries)
+    return out
+
+
+class RunningSum:
+    """Per weight, how many of the masks added (less those removed) keep it: the mean mask's numerator."""
+
+    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
+        self.counts = np.zeros(int(sum(np.prod(s) for s in self.shapes)), np.int32)
+
+    def add(self, packed: np.ndarray) -> None:
+        """Count one packed mask in."""
+        self.counts += packed_sum(np.asarray(packed, np.uint8)[None], self.counts.size)
+
+    def remove(self, packed: np.ndarray) -> None:
+        """Count one packed mask out."""
+        self.counts -= packed_sum(np.asarray(packed, np.uint8)[None], self.counts.size)
+
+    def layers(self) -> list[np.ndarray]:
+        """The counts as per-layer int32 arrays (copies)."""
+        return split_layers(self.counts, self.shapes)
 
 
 def split_layers(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:

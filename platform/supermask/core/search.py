@@ -6,6 +6,7 @@ to the scores, step, and hand every step to the hooks (progress, probes, checkpo
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from supermask.core.masks import MaskMethod, build_mask_method
+from supermask.core.fields import check_fields, choices, in_range
+from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask, pack_masks
 
@@ -23,23 +25,25 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("cosine", "constant")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
-    """How one task's mask is searched for."""
+    """How the scores of a task are trained: the `search` section of a task spec."""
 
-    method: str = "topk"
-    density: float = 0.5
-    method_options: dict = field(default_factory=dict)  # e.g. {"policy": "erdos_renyi"}
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    epochs: int | None = 1
-    iterations: int | None = None  # overrides epochs when set
-    batch_size: int = 128
-    seed: int = 0
-    log_every: int = 10  # steps between recorded loss/accuracy points
+    optimizer: str = field(default="sgd", metadata=choices(*OPTIMIZERS))
+    lr: float = field(default=0.1, metadata=in_range(0.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0))
+    weight_decay: float = field(default=0.0, metadata=in_range(0.0))
+    schedule: str = field(default="cosine", metadata=choices(*SCHEDULES))
+    epochs: int | None = field(default=1, metadata=in_range(1))
+    iterations: int | None = field(default=None, metadata=in_range(1))  # overrides epochs when set
+    batch_size: int = field(default=128, metadata=in_range(1))
+    seed: int = 0  # task t's scores are drawn from task_seed(seed, t)
+    log_every: int = field(default=10, metadata=in_range(1))  # steps between recorded loss/accuracy points
+
+
+def task_seed(search_seed: int, t: int) -> int:
+    """The seed of task t's score init and batch order: distinct per task, reproducible."""
+    return search_seed * 100_003 + t
 
 
 @dataclass
@@ -79,6 +83,13 @@ def total_steps(config: SearchConfig, num_train: int) -> int:
     return int(config.epochs or 1) * math.ceil(num_train / config.batch_size)
 
 
+def learning_rate(config: SearchConfig, step: int, steps: int) -> float:
+    """The learning rate of step `step` (0-based) of `steps`: constant, or cosine-annealed to 0."""
+    if config.schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The seeded shuffle of epoch `epoch`: any step's batch can be recomputed, so a search resumes exactly."""
     generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
@@ -90,7 +101,8 @@ class MaskSearch:
 
     With `shard=(rank, world)` each of `world` workers takes its slice of every (identical) global
     batch, and `grad_sync` (e.g. an all-reduce) runs between backward and the optimizer step: that is
-    data-parallel search over one task.
+    data-parallel search over one task. `provenance` (a hash of everything that produced the search)
+    is kept in checkpoints and in the finished mask; a checkpoint of other settings is refused.
     """
 
     def __init__(
@@ -98,38 +110,35 @@ class MaskSearch:
         base: BaseNetwork,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
+        mask: MaskSpec,
         config: SearchConfig,
         *,
+        seed: int | None = None,
         task_id: str = "task",
         num_classes: int | None = None,
         device: torch.device | str = "cpu",
         shard: tuple[int, int] = (0, 1),
         grad_sync: Callable[[MaskMethod], None] | None = None,
+        provenance: dict | None = None,
     ) -> None:
         if train_x.shape[1:] != torch.Size(base.spec.input_shape):
             raise ValueError(
                 f"task {task_id}: inputs have shape {tuple(train_x.shape[1:])} but the base expects "
                 f"{tuple(base.spec.input_shape)}; set base.input_shape to match the stream"
             )
-        if config.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {config.schedule!r}; known: {', '.join(SCHEDULES)}")
-        self.base, self.train_x, self.train_y, self.config = base, train_x, train_y, config
+        check_fields(config, "search.")
+        self.base, self.train_x, self.train_y = base, train_x, train_y
+        self.mask_spec, self.config = mask, config
+        self.seed = config.seed if seed is None else seed
         self.task_id, self.num_classes, self.device = task_id, num_classes, device
         self.rank, self.world = shard
         self.grad_sync = grad_sync
-        torch.manual_seed(config.seed)
-        self.method = build_mask_method(
-            config.method, base.layer_shapes, config.density, seed=config.seed, **config.method_options
-        ).to(device)
+        self.provenance = dict(provenance or {})
+        self.method = build_mask_method(mask, base.layer_shapes, seed=self.seed).to(device)
         self.bn_state = base.fresh_bn_state(device)
         self.optimizer = build_optimizer(config, self.method.parameters())
         self.steps = total_steps(config, len(train_x))
         self.steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-        self.schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.steps)
-            if config.schedule == "cosine"
-            else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-        )
         self.step = 0
         self.seconds = 0.0
         self.resumed_at: list[int] = []
@@ -141,7 +150,7 @@ class MaskSearch:
     def _batch(self, step: int) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, _epoch_order(len(self.train_x), self.config.seed, epoch))
+            self._order = (epoch, _epoch_order(len(self.train_x), self.seed, epoch))
         size = self.config.batch_size
         idx = self._order[1][position * size : (position + 1) * size]
         return idx[self.rank :: self.world]
@@ -152,6 +161,9 @@ class MaskSearch:
         self.base.train()
         idx = self._batch(self.step)
         x, y = self.train_x[idx].to(self.device), self.train_y[idx].to(self.device)
+        lr = learning_rate(self.config, self.step, self.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         logits = self.base(x, self.method(), self.bn_state)
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -159,7 +171,6 @@ class MaskSearch:
         if self.grad_sync is not None:
             self.grad_sync(self.method)
         self.optimizer.step()
-        self.schedule.step()
         self.step += 1
         metrics = self.method.after_step()
         with torch.no_grad():
@@ -170,13 +181,7 @@ class MaskSearch:
         self._window[1] += correct
         self._window[2] += len(y)
         info = StepInfo(
-            self.step,
-            self.steps,
-            loss_value,
-            correct / max(len(y), 1),
-            self.schedule.get_last_lr()[0],
-            self.method,
-            self.base,
+            self.step, self.steps, loss_value, correct / max(len(y), 1), lr, self.method, self.base
         )
         for hook in hooks:
             metrics.update(hook(info) or {})
@@ -201,26 +206,32 @@ class MaskSearch:
         *,
         checkpoint_every: int = 0,
         on_checkpoint: Callable[[dict], None] | None = None,
+        before_result: Callable[[MaskSearch], None] | None = None,
     ) -> TaskMask:
-        """Step until the budget is spent (checkpointing every `checkpoint_every` steps), then finish."""
+        """Step until the budget is spent (checkpointing every `checkpoint_every` steps), then finish.
+
+        `before_result` runs once after the last step (e.g. data-parallel workers average their BN statistics).
+        """
         while not self.done:
             self.run_step(hooks)
             if checkpoint_every and on_checkpoint and self.step % checkpoint_every == 0 and not self.done:
                 on_checkpoint(self.state_dict())
+        if before_result is not None:
+            before_result(self)
         return self.result()
 
     def state_dict(self) -> dict:
-        """Everything needed to continue this search bit-for-bit in another process."""
+        """Everything needed to continue this search bit-for-bit in another process (tensors and plain values)."""
         return {
             "task_id": self.task_id,
             "base_fingerprint": self.base.fingerprint,
+            "provenance": self.provenance.get("hash", ""),
             "step": self.step,
             "steps": self.steps,
             "seconds": self.seconds,
             "resumed_at": list(self.resumed_at),
             "method": {k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
             "bn_state": {k: v.detach().cpu().clone() for k, v in self.bn_state.items()},
             "curve": self.curve,
             "extra": self.extra,
@@ -228,29 +239,53 @@ class MaskSearch:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()` output of a search of the same task, base and config."""
+        """Continue from `state_dict()` output of a search of the same task, base and settings."""
         if state["base_fingerprint"] != self.base.fingerprint or state["task_id"] != self.task_id:
             raise ValueError(
                 f"checkpoint is of task {state['task_id']!r} on base {state['base_fingerprint']}, not "
                 f"{self.task_id!r} on {self.base.fingerprint}; delete the stale checkpoint"
             )
+        mine = self.provenance.get("hash", "")
+        if state.get("provenance", "") != mine:
+            raise ValueError(
+                f"checkpoint of task {self.task_id!r} was made with other settings (provenance "
+                f"{state.get('provenance') or 'unknown'}, this search {mine or 'unknown'}): resuming it would mix "
+                "two searches. Delete the checkpoint to start the task again"
+            )
         if state["steps"] != self.steps:
             raise ValueError(f"checkpoint budget is {state['steps']} steps, this search has {self.steps}")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
         for k, v in state["bn_state"].items():
             self.bn_state[k].copy_(v)
         self.step, self.seconds = state["step"], state["seconds"]
         self.resumed_at = list(state["resumed_at"]) + [state["step"]]
         self.curve, self.extra, self._window = state["curve"], state["extra"], list(state["window"])
 
+    def current_mask(self, finalize: bool = True) -> TaskMask:
+        """The packed mask as the search stands, with BN statistics (finalize: the method's last calibration)."""
+        method = self.method
+        if finalize:
+            method = copy.deepcopy(self.method)  # the live search keeps its own state (e.g. thresholds)
+            method.finalize()
+        hard = method.hard_masks()
+        return TaskMask(
+            task_id=self.task_id,
+            packed=pack_masks(hard),
+            layer_names=list(self.base.masked_names),
+            layer_shapes=[tuple(s) for s in self.base.layer_shapes],
+            layer_density=[float(m.mean()) for m in hard],
+            base_fingerprint=self.base.fingerprint,
+            bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.bn_state.items()},
+            provenance=dict(self.provenance),
+        )
+
     def result(self) -> TaskMask:
         """Finish the search (final calibration) and return the packed mask with BN statistics and metrics."""
         final = self.method.finalize()
         self.base.eval()
-        hard = self.method.hard_masks()
-        metrics = {
+        mask = self.current_mask(finalize=False)
+        mask.metrics = {
             "steps": self.steps,
             "seconds": self.seconds,
             "samples_per_second": self.steps * self.config.batch_size / max(self.seconds, 1e-9),
@@ -260,23 +295,15 @@ class MaskSearch:
             **{f"curve_{k}": v for k, v in self.extra.items()},
             **final,
         }
-        return TaskMask(
-            task_id=self.task_id,
-            packed=pack_masks(hard),
-            layer_names=list(self.base.masked_names),
-            layer_shapes=[tuple(s) for s in self.base.layer_shapes],
-            layer_density=[float(m.mean()) for m in hard],
-            base_fingerprint=self.base.fingerprint,
-            bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.bn_state.items()},
-            metrics=metrics,
-            created=time.time(),
-        )
+        mask.created = time.time()
+        return mask
 
 
 def search_mask(
     base: BaseNetwork,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
+    mask: MaskSpec,
     config: SearchConfig,
     *,
     task_id: str = "task",
@@ -286,49 +313,6 @@ def search_mask(
 ) -> TaskMask:
     """Learn a mask for one task on `base` and return it packed with its BN statistics and metrics."""
     search = MaskSearch(
-        base, train_x, train_y, config, task_id=task_id, num_classes=num_classes, device=device
+        base, train_x, train_y, mask, config, task_id=task_id, num_classes=num_classes, device=device
     )
     return search.run(hooks)
-
-
-def mask_tensors(mask: TaskMask, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """A stored mask as float32 0/1 tensors, one per layer."""
-    return [torch.from_numpy(m.astype(np.float32)).to(device) for m in mask.masks()]
-
-
-def bn_tensors(mask: TaskMask, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device) for k, v in mask.bn_stats.items()}
-
-
-def check_compatible(base: BaseNetwork, mask: TaskMask) -> None:
-    """Raise if `mask` was learned on another base than `base`."""
-    if mask.base_fingerprint != base.fingerprint:
-        raise ValueError(
-            f"mask {mask.task_id!r} was learned on base {mask.base_fingerprint}, but this base is "
-            f"{base.fingerprint} ({base.spec.arch}, seed {base.spec.seed}, init {base.spec.init}); "
-            "rebuild the base with the spec the mask was learned on"
-        )
-
-
-@torch.no_grad()
-def evaluate_mask(
-    base: BaseNetwork,
-    mask: TaskMask,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    num_classes: int | None = None,
-    batch_size: int = 1000,
-    device: torch.device | str = "cpu",
-) -> float:
-    """Accuracy of `base` under `mask` (and its BN statistics) on (x, y), predicting among the real classes."""
-    check_compatible(base, mask)
-    base.eval()
-    masks, bn = mask_tensors(mask, device), bn_tensors(mask, device)
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        logits = base(xb, masks, bn)
-        pred = (logits[:, :num_classes] if num_classes else logits).argmax(1)
-        correct += int((pred == yb).sum())
-    return correct / max(len(x), 1)

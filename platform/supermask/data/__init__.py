@@ -4,7 +4,15 @@ from supermask.data import image_streams, synthetic  # noqa: F401  (each module 
 from supermask.data.cifar import load_cifar100
 from supermask.data.datasets import DataConfig, DatasetUnavailable, ImageDataset, default_data_root
 from supermask.data.mnist import load_mnist
-from supermask.data.streams import STREAMS, Stream, TaskData, build_stream, stream_options
+from supermask.data.streams import (
+    STREAMS,
+    Stream,
+    StreamSpec,
+    TaskData,
+    build_stream,
+    stream_of,
+    stream_options,
+)
 
 __all__ = [
     "STREAMS",
@@ -12,10 +20,12 @@ __all__ = [
     "DatasetUnavailable",
     "ImageDataset",
     "Stream",
+    "StreamSpec",
     "TaskData",
     "build_stream",
     "default_data_root",
     "load_cifar100",
     "load_mnist",
+    "stream_of",
     "stream_options",
 ]

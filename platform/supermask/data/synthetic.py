@@ -54,6 +54,9 @@ class SyntheticStream(Stream):
     def data_source(self) -> str:
         return "synthetic (generated; no files)"
 
+    def data_identity(self) -> dict[str, Any]:
+        return {"dataset": "synthetic", "validation_fraction": self.validation_fraction}
+
     def teacher(self, t: int) -> np.ndarray:
         """Task t's teacher: (num_classes, input_dim) orthonormal rows; label = argmax(teacher @ (x - shift*t))."""
         self._check_index(t)

@@ -15,51 +15,61 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 from tqdm.auto import tqdm
 
-from supermask.learn import make_base, make_stream
-from supermask.runtime.base_actors import base_pool
+from supermask.config.spec import GN_SCENARIOS
+from supermask.recipes.recipe import Recipe, Workbench
+from supermask.recipes.results import InferenceOutcome, JobResult, TaskOutcome
+from supermask.recipes.without_ids import NNsRun, learn_and_evaluate_nns
+from supermask.runtime.base_actors import base_pool, close_pool
 from supermask.runtime.mask_store import MaskStore
-from supermask.runtime.train_search import num_workers
-from supermask.spec import Spec
-from supermask.task_inference import GN_SCENARIOS, InferenceOutcome
-from supermask.without_ids import NNsRun, learn_and_evaluate_nns
+from supermask.runtime.placement import actor_options, check_cluster, num_workers, process_device
 
 log = logging.getLogger(__name__)
 
 
+def new_result(recipe: Recipe, strategy: str, shards: int, workers: int = 0) -> JobResult:
+    """An empty JobResult for a recipe on the connected Ray cluster."""
+    return JobResult(
+        base_fingerprint=recipe.base_fingerprint,
+        provenance=recipe.provenance["hash"],
+        data_source=recipe.data_source,
+        num_weights=recipe.num_weights,
+        resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
+        strategy=strategy,
+        workers=workers,
+        shards=shards,
+    )
+
+
 def evaluate_gn(
-    spec: Spec, store: MaskStore, fingerprint: str, indices: list[int], progress: bool = True
+    recipe: Recipe, store: MaskStore, indices: list[int], progress: bool = True
 ) -> list[InferenceOutcome]:
-    """Scenario GNs/GNu (the spec's) on these tasks, on a pool of base actors; outcomes in task order."""
-    if spec.run.scenario not in GN_SCENARIOS:
-        raise ValueError(f"evaluate_gn runs {' or '.join(GN_SCENARIOS)}, not {spec.run.scenario!r}")
-    pool = base_pool(spec, fingerprint, store, min(len(indices), num_workers(spec, len(indices))))
+    """Scenario GNs/GNu (the recipe's) on these tasks, on a pool of base actors; outcomes in task order."""
+    if recipe.scenario not in GN_SCENARIOS:
+        raise ValueError(f"evaluate_gn runs {' or '.join(GN_SCENARIOS)}, not {recipe.scenario!r}")
+    pool = base_pool(recipe, store, min(len(indices), num_workers(recipe.run, len(indices))))
     outcomes = []
-    desc = f"evaluating ({spec.run.scenario}, {spec.inference.method} {spec.inference.objective})"
+    inference = recipe.inference
+    desc = f"evaluating ({recipe.scenario}, {inference.method} {inference.objective})"
     with tqdm(total=len(indices), desc=desc, unit="task", disable=not progress) as bar:
         for outcome in pool.map_unordered(lambda actor, t: actor.infer.remote(t), list(indices)):
             outcomes.append(outcome)
             bar.update(1)
-    for actor in pool._idle_actors:
-        ray.kill(actor)
+    close_pool(pool)
     return sorted(outcomes, key=lambda o: o.index)
 
 
-def task_inference_accuracy(outcomes: list[InferenceOutcome]) -> float | None:
-    """Fraction of all test samples whose task was inferred right."""
-    samples = sum(o.samples for o in outcomes)
-    return sum(o.task_correct for o in outcomes) / samples if samples else None
-
-
-def fill_gn_outcomes(outcomes: dict, inferred: list[InferenceOutcome], result) -> None:
+def fill_gn_outcomes(
+    outcomes: dict[int, TaskOutcome], inferred: list[InferenceOutcome], result: JobResult
+) -> None:
     """Copy GN outcomes into the job's TaskOutcomes and JobResult."""
     for o in inferred:
         task = outcomes[o.index]
         task.accuracy, task.gg_accuracy = o.accuracy, o.gg_accuracy
         task.task_inference_accuracy, task.inferred = o.task_inference_accuracy, o.inferred
-    result.task_inference_accuracy = task_inference_accuracy(inferred)
+    samples = sum(o.samples for o in inferred)
+    result.task_inference_accuracy = sum(o.task_correct for o in inferred) / samples if samples else None
     result.inference_seconds = sum(o.seconds for o in inferred)
     result.inferences = sum(o.inferences for o in inferred)
 
@@ -75,33 +85,29 @@ def store_root(path: Path) -> Path:
     )
 
 
-def run_inference(spec: Spec, root: Path, progress: bool = True):
-    """`supermask infer`: scenario GNs/GNu of the spec's stream over the masks stored at `root`."""
-    from supermask.runtime.job import JobResult, TaskOutcome
-
+def run_inference(recipe: Recipe, root: Path, progress: bool = True) -> JobResult:
+    """`supermask infer`: scenario GNs/GNu of the recipe's stream over the masks stored at `root`."""
+    check_cluster(recipe.run)
     started = time.perf_counter()
-    stream = make_stream(spec)
-    base = make_base(spec, stream)
     store = MaskStore.open(root)
     try:
-        ids = [stream.task_id(t) for t in range(stream.num_tasks)]
+        ids = recipe.task_ids()
         missing = store.missing(ids)
         if missing:
             raise FileNotFoundError(
                 f"the store at {root} has no mask for {len(missing)} of the spec's {len(ids)} tasks "
                 f"({missing[:5]}); run `supermask run` with this spec first, or lower stream.num_tasks"
             )
-        masks = store.get_many(ids, fingerprint=base.fingerprint)  # another base's masks: an error here
-        result = JobResult(
-            base_fingerprint=base.fingerprint,
-            data_source=stream.data_source,
-            num_weights=sum(int(w.numel()) for w in base.weights()),
-            resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
-            strategy="no learning (masks from the store); base actors",
-            workers=min(stream.num_tasks, num_workers(spec, stream.num_tasks)),
-            shards=store.layout.num_shards,
+        masks = store.get_many(
+            ids, fingerprint=recipe.base_fingerprint
+        )  # another base's masks: an error here
+        result = new_result(
+            recipe,
+            "no learning (masks from the store); base actors",
+            store.layout.num_shards,
+            min(len(ids), num_workers(recipe.run, len(ids))),
         )
-        outcomes = {t: TaskOutcome(t, ids[t], skipped=True) for t in range(stream.num_tasks)}
+        outcomes = {t: TaskOutcome(t, tid, skipped=True) for t, tid in enumerate(ids)}
         for o, mask in zip(outcomes.values(), masks, strict=True):
             o.density, o.mask_bytes = mask.density, mask.mask_bytes
             o.train_accuracy, o.search_seconds = (
@@ -110,8 +116,7 @@ def run_inference(spec: Spec, root: Path, progress: bool = True):
             )
         result.stored_masks = len(store)
         eval_started = time.perf_counter()
-        inferred = evaluate_gn(spec, store, base.fingerprint, list(outcomes), progress)
-        fill_gn_outcomes(outcomes, inferred, result)
+        fill_gn_outcomes(outcomes, evaluate_gn(recipe, store, list(outcomes), progress), result)
         result.eval_seconds = time.perf_counter() - eval_started
         result.tasks = [outcomes[t] for t in sorted(outcomes)]
     finally:
@@ -121,40 +126,29 @@ def run_inference(spec: Spec, root: Path, progress: bool = True):
 
 
 @ray.remote
-def _learn_without_ids(spec: Spec) -> NNsRun:
-    torch.set_num_threads(spec.run.threads_per_worker)
-    device = "cuda" if spec.run.use_gpu and torch.cuda.is_available() else "cpu"
-    return learn_and_evaluate_nns(spec, device)
+def _learn_without_ids(recipe: Recipe) -> NNsRun:
+    return learn_and_evaluate_nns(Workbench(recipe, process_device(recipe.run)))
 
 
-def run_nns(spec: Spec, out_dir: Path, progress: bool = True):
+def run_nns(recipe: Recipe, out_dir: Path, progress: bool = True) -> JobResult:
     """Scenario NNs: learn the stream without task ids in one Ray task, store its masks, report."""
-    from supermask.runtime.job import JobResult, TaskOutcome
-
+    check_cluster(recipe.run)
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stream = make_stream(spec)
-    base = make_base(spec, stream)
-    options = {"num_cpus": spec.run.threads_per_worker}
-    if spec.run.use_gpu:
-        options["num_gpus"] = 1
-    log.info("learning %d tasks of %s without task ids in one Ray task", stream.num_tasks, stream.name)
-    run: NNsRun = ray.get(_learn_without_ids.options(**options).remote(spec))
-    store = MaskStore.open(out_dir / "store", spec.run.shards)
+    log.info(
+        "learning %d tasks of %s without task ids in one Ray task",
+        recipe.stream.num_tasks,
+        recipe.stream.name,
+    )
+    run: NNsRun = ray.get(_learn_without_ids.options(**actor_options(recipe.run)).remote(recipe))
+    store = MaskStore.open(out_dir / "store", recipe.run.shards)
     try:
         store.put_many(run.masks, overwrite=True)  # NNs learns from scratch on every run
+        shards = store.layout.num_shards
     finally:
         store.close()
-    result = JobResult(
-        base_fingerprint=base.fingerprint,
-        data_source=stream.data_source,
-        num_weights=sum(int(w.numel()) for w in base.weights()),
-        resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
-        strategy="one Ray task (NNs is sequential)",
-        workers=1,
-        shards=spec.run.shards,
-    )
+    result = new_result(recipe, "one Ray task (NNs is sequential)", shards, workers=1)
     result.tasks = [
         TaskOutcome(o.index, o.task_id, accuracy=o.accuracy, inferred=o.inferred) for o in run.outcomes
     ]
@@ -165,5 +159,5 @@ def run_nns(spec: Spec, out_dir: Path, progress: bool = True):
     result.stored_masks = len(run.masks)
     result.seconds = time.perf_counter() - started
     if progress:
-        log.info("NNs: %d masks for %d tasks", len(run.masks), stream.num_tasks)
+        log.info("NNs: %d masks for %d tasks", len(run.masks), recipe.stream.num_tasks)
     return result

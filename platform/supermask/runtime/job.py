@@ -1,68 +1,32 @@
-"""The main job on Ray: learn every task of a stream with Ray Train, keep the masks in the sharded
-store, evaluate scenario GG on base-network actors with masks read back from disk."""
+"""The main job on Ray: learn every task of a recipe's stream with Ray Train, keep the masks in the
+sharded store, and evaluate the scenario on base-network actors with masks read back from disk."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 import ray.train
 from tqdm.auto import tqdm
 
-from supermask.learn import make_base, make_stream
-from supermask.runtime.base_actors import base_pool
+from supermask.recipes.checkpoints import load_checkpoint
+from supermask.recipes.recipe import Recipe, stale_tasks
+from supermask.recipes.results import JobResult, TaskOutcome
+from supermask.runtime.base_actors import base_pool, close_pool
 from supermask.runtime.events import read_events
+from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes, new_result, run_nns
 from supermask.runtime.mask_store import MaskStore
-from supermask.runtime.train_search import SearchPlan, num_workers, run_search
-from supermask.spec import Spec
+from supermask.runtime.placement import check_cluster, num_workers
+from supermask.runtime.train_search import SearchPlan, run_search
 
 log = logging.getLogger(__name__)
 
 
 class JobFailed(RuntimeError):
     """The search could not finish; every mask stored so far is kept, and a rerun resumes."""
-
-
-@dataclass
-class TaskOutcome:
-    index: int
-    task_id: str
-    accuracy: float | None = None
-    density: float | None = None
-    mask_bytes: int | None = None
-    train_accuracy: float | None = None
-    search_seconds: float | None = None
-    skipped: bool = False  # already in the store when this command started
-    resumed_at_steps: list[int] = field(default_factory=list)
-    error: str | None = None
-    # GNs/GNu/NNs: accuracy above is the scenario's (with inferred masks)
-    task_inference_accuracy: float | None = None
-    gg_accuracy: float | None = None  # with the task's own mask
-    inferred: dict[str, int] | None = None  # inferred mask id -> test samples
-
-
-@dataclass
-class JobResult:
-    tasks: list[TaskOutcome] = field(default_factory=list)
-    base_fingerprint: str = ""
-    data_source: str = ""
-    num_weights: int = 0
-    seconds: float = 0.0
-    learn_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    resources: dict = field(default_factory=dict)
-    strategy: str = ""
-    workers: int = 0
-    shards: int = 0
-    task_inference_accuracy: float | None = None  # GNs/GNu: test samples whose task was inferred right
-    inference_seconds: float = 0.0
-    inferences: int = 0  # test batches (or samples) whose task was inferred
-    stored_masks: int = 0  # masks the inference chose among
-    nns: dict | None = None  # NNs: allocated masks against true tasks, and every check
 
 
 class _StoreProgress:
@@ -100,51 +64,53 @@ class _StoreProgress:
         self.bar.close()
 
 
-def run_job(spec: Spec, out_dir: Path, progress: bool = True) -> JobResult:
-    """Learn the spec's stream on the connected Ray, store masks under out_dir/store, evaluate its scenario.
+def run_job(recipe: Recipe, out_dir: Path, progress: bool = True, relearn: bool = False) -> JobResult:
+    """Learn the recipe's stream on the connected Ray, store masks under out_dir/store, evaluate its scenario.
 
     GG and GNs/GNu learn with Ray Train and evaluate on base actors; NNs learns without task ids in one
-    Ray task (runtime/inference_job.py).
+    Ray task. Stored masks or checkpoints of other settings stop the job before it learns anything,
+    unless `relearn` (then they are deleted and learned again).
     """
-    if spec.run.scenario == "NNs":
-        from supermask.runtime.inference_job import run_nns
-
-        return run_nns(spec, out_dir, progress)
+    check_cluster(recipe.run)
+    if recipe.scenario == "NNs":
+        return run_nns(recipe, out_dir, progress)
     started = time.perf_counter()
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stream = make_stream(spec)
-    base = make_base(spec, stream)
-    result = JobResult(
-        base_fingerprint=base.fingerprint,
-        data_source=stream.data_source,
-        num_weights=sum(int(w.numel()) for w in base.weights()),
-        resources={k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
-        strategy=spec.run.strategy,
-        shards=spec.run.shards,
-    )
-    store = MaskStore.open(out_dir / "store", spec.run.shards)
+    store = MaskStore.open(out_dir / "store", recipe.run.shards)
     try:
-        _learn_and_evaluate(spec, out_dir, store, stream, base, result, progress)
+        result = new_result(recipe, recipe.run.strategy, store.layout.num_shards)
+        _learn_and_evaluate(recipe, out_dir, store, result, progress, relearn)
     finally:
         store.close()
     result.seconds = time.perf_counter() - started
     return result
 
 
+def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list[str], relearn: bool) -> None:
+    """Refuse (or with relearn, delete) stored masks and checkpoints made with other settings."""
+    missing = set(store.missing(ids))
+    described = store.describe([t for t in ids if t not in missing])
+    stored = {tid: d.get("provenance") or {} for tid, d in described.items()}
+    for tid in stale_tasks(recipe, stored, f"the store at {store.root}", relearn):
+        log.warning("deleting %s: it was learned with other settings (--relearn)", tid)
+        store.delete(tid)
+    checkpoints = {
+        path.stem: {"hash": (load_checkpoint(path) or {}).get("provenance", "")}
+        for path in sorted((out_dir / "checkpoints").glob("*.pt"))
+    }
+    for tid in stale_tasks(recipe, checkpoints, f"{out_dir / 'checkpoints'}", relearn):
+        (out_dir / "checkpoints" / f"{tid}.pt").unlink(missing_ok=True)
+
+
 def _learn_and_evaluate(
-    spec: Spec, out_dir: Path, store: MaskStore, stream, base, result: JobResult, progress: bool
+    recipe: Recipe, out_dir: Path, store: MaskStore, result: JobResult, progress: bool, relearn: bool
 ) -> None:
     events = out_dir / "events.jsonl"
-    outcomes = {t: TaskOutcome(t, stream.task_id(t)) for t in range(stream.num_tasks)}
-    ids = [o.task_id for o in outcomes.values()]
+    ids = recipe.task_ids()
+    _check_provenance(recipe, out_dir, store, ids, relearn)
     missing = set(store.missing(ids))
-    for o in outcomes.values():
-        o.skipped = o.task_id not in missing
-    # A stored mask of another base is an error here, before any work, not a wrong answer later.
-    for o in outcomes.values():
-        if o.skipped:
-            store.get(o.task_id, fingerprint=base.fingerprint)
+    outcomes = {t: TaskOutcome(t, tid, skipped=tid not in missing) for t, tid in enumerate(ids)}
     todo = [t for t, o in outcomes.items() if not o.skipped]
     if len(todo) < len(outcomes):
         log.info(
@@ -153,40 +119,38 @@ def _learn_and_evaluate(
             len(outcomes),
             len(todo),
         )
-
     if todo:
-        plan = SearchPlan(spec, store, todo, str(out_dir / "checkpoints"), str(events))
-        result.workers = num_workers(spec, len(todo))
-        storage = Path(spec.run.storage_path) if spec.run.storage_path else out_dir / "train"
+        plan = SearchPlan(recipe, store, todo, str(out_dir / "checkpoints"), str(events))
+        result.workers = num_workers(recipe.run, len(todo), recipe.run.strategy == "task_parallel")
+        storage = Path(recipe.run.storage_path) if recipe.run.storage_path else out_dir / "train"
         try:
-            with _StoreProgress(store, [stream.task_id(t) for t in todo], events, progress):
+            with _StoreProgress(store, [ids[t] for t in todo], events, progress):
                 result.learn_seconds = run_search(plan, storage)
         except ray.train.TrainingFailedError as e:
             left = store.missing(ids)
             raise JobFailed(
-                f"mask search failed after {spec.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
+                f"mask search failed after {recipe.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
                 f"tasks unlearned ({e}); the {len(ids) - len(left)} stored masks are kept: run the same "
                 "command again to resume, or see the worker logs above"
             ) from e
 
     # Evaluate with every mask read back from the store's files by the base actors.
     eval_started = time.perf_counter()
-    if spec.run.scenario in ("GNs", "GNu"):
-        from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes
-
+    if recipe.scenario in ("GNs", "GNu"):
         result.stored_masks = len(store)
-        fill_gn_outcomes(
-            outcomes, evaluate_gn(spec, store, base.fingerprint, list(outcomes), progress), result
-        )
+        fill_gn_outcomes(outcomes, evaluate_gn(recipe, store, list(outcomes), progress), result)
     else:
-        pool = base_pool(spec, base.fingerprint, store, min(len(outcomes), num_workers(spec, len(outcomes))))
+        pool = base_pool(recipe, store, min(len(outcomes), num_workers(recipe.run, len(outcomes))))
         with tqdm(total=len(outcomes), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
-            for t, accuracy in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), list(outcomes)):
-                outcomes[t].accuracy = accuracy
+            for t, real, every in pool.map_unordered(
+                lambda actor, t: actor.evaluate.remote(t), list(outcomes)
+            ):
+                outcomes[t].accuracy, outcomes[t].accuracy_all_outputs = real, every
                 bar.update(1)
-        for actor in pool._idle_actors:
-            ray.kill(actor)
-    for o, mask in zip(outcomes.values(), store.get_many(ids, fingerprint=base.fingerprint), strict=True):
+        close_pool(pool)
+    for o, mask in zip(
+        outcomes.values(), store.get_many(ids, fingerprint=recipe.base_fingerprint), strict=True
+    ):
         o.density, o.mask_bytes = mask.density, mask.mask_bytes
         o.train_accuracy = mask.metrics.get("train_accuracy")
         o.search_seconds = mask.metrics.get("seconds")

@@ -15,55 +15,40 @@ import functools
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from supermask.core.packing import TaskMask, query_count
 from supermask.runtime.shard_actor import (
     NAMESPACE,
     ShardActor,
     ShardUnavailableError,
-    best_scores,
     shard_actor_name,
     wait_shards,
 )
+from supermask.runtime.shard_placement import default_actor_options, revive_lost_shards, start_shard_actors
 from supermask.store.errors import MaskNotFoundError
-from supermask.store.maskfile import validate_mask
 from supermask.store.partitioning import (
     StoreLayout,
-    StoreLayoutError,
     StoreState,
     layout_file,
-    read_state,
-    reshard_store,
+    open_layout,
     shard_path,
     write_state,
 )
+from supermask.store.reshard import reshard_store
+from supermask.store.validation import validate_mask
 
 __all__ = ["MaskStore", "ShardActor", "ShardUnavailableError", "shard_actor_name"]
 
 logger = logging.getLogger(__name__)
 
 BATCH = 32  # masks per actor call in put_many/get_many: bounds each object while keeping calls few
-
-
-def _spread_over_nodes(shard: int):
-    """Shard i goes to alive node i mod N (round robin over the nodes alive now).
-
-    Ray's "SPREAD" (and soft node affinity) is best effort and often packs zero-CPU actors onto one
-    node. Pinning is exact, but a pinned actor cannot restart on another node when its node is
-    lost: `_revives_shards` then starts a fresh actor for that shard on a live node, which reads the
-    same file (shared storage), so the call goes through.
-    """
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    if not nodes:
-        return "SPREAD"
-    return NodeAffinitySchedulingStrategy(node_id=nodes[shard % len(nodes)], soft=False)
 
 
 def _revives_shards(method: Callable) -> Callable:
@@ -74,7 +59,9 @@ def _revives_shards(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except ShardUnavailableError:
-            if not self._actors or not self._revive_dead_shards():
+            if not self._actors or not revive_lost_shards(
+                self.root, self._actors, self._options, self._compact_bytes
+            ):
                 raise
             return method(self, *args, **kwargs)
 
@@ -109,78 +96,10 @@ class MaskStore:
     ) -> MaskStore:
         """Open (creating if absent) the store at `root`, starting or joining its shard actors."""
         root = Path(root).expanduser().resolve()
-        state = read_state(root)
-        if state is None:
-            stray = sorted(p.name for p in root.glob("shard-*.h5"))
-            if stray:
-                raise StoreLayoutError(
-                    f"{root} holds shard files ({', '.join(stray[:5])}) but no {layout_file(root).name}, so "
-                    "which shard owns which task is unknown; restore it from a backup, or move the shard "
-                    "files aside and import them into a new store with MaskFile.import_from"
-                )
-            state = StoreState(StoreLayout.initial(num_shards or 1))
-            write_state(root, state)
-            logger.info("created a mask store at %s with %d shard(s)", root, state.layout.num_shards)
-        if state.pending_phase is not None:
-            target = state.pending_layout if state.pending_phase == "copy" else state.layout
-            raise StoreLayoutError(
-                f"a reshard of {root} to {target.num_shards} shards was cut short; nothing is lost: "
-                f"finish it with `supermask store reshard {root} {target.num_shards}`, then open the store"
-            )
-        layout = state.layout
-        if num_shards is not None and num_shards != layout.num_shards:
-            raise StoreLayoutError(
-                f"{root} has {layout.num_shards} shards, not {num_shards}: to change that, close every "
-                f"MaskStore on it and run `supermask store reshard {root} {num_shards}` (or open it with "
-                "num_shards=None to use it as it is)"
-            )
-        options = {
-            "num_cpus": 0,  # shards wait on disks, not CPUs
-            "max_restarts": -1,
-            # Safe because every shard method can be re-run after a crash (put is idempotent).
-            "max_task_retries": -1,
-            **(actor_options or {}),
-        }
-        actors = cls._start_actors(root, layout.num_shards, options, compact_bytes)
+        layout = open_layout(root, num_shards)
+        options = default_actor_options(actor_options)
+        actors = start_shard_actors(root, layout.num_shards, options, compact_bytes)
         return cls(root, layout, actors, options, compact_bytes)
-
-    @staticmethod
-    def _start_actors(
-        root: Path, num_shards: int, options: dict, compact_bytes: int | None, only: list[int] | None = None
-    ) -> list:
-        """Start (or join) the shard actors (all, or those in `only`) and wait until each has its file open."""
-        actors: list = [None] * num_shards
-        wanted = list(range(num_shards)) if only is None else list(only)
-        for _ in range(50):
-            todo = [i for i in wanted if actors[i] is None]
-            if not todo:
-                return actors
-            started = {
-                i: ShardActor.options(
-                    name=shard_actor_name(root, i),
-                    namespace=NAMESPACE,
-                    get_if_exists=True,
-                    **{"scheduling_strategy": _spread_over_nodes(i), **options},
-                ).remote(str(shard_path(root, i)), compact_bytes)
-                for i in todo
-            }
-            pings = {i: a.ping.remote() for i, a in started.items()}
-            try:
-                wait_shards(list(pings.values()), f"opening the shard files of {root}")
-            except ShardUnavailableError:  # a closed store's actor whose name is not released yet
-                time.sleep(0.1)
-            except Exception:
-                # Leave no shard behind holding its file: the next open starts fresh ones.
-                for a in [*started.values(), *(a for a in actors if a is not None)]:
-                    ray.kill(a, no_restart=True)
-                raise
-            for i, ref in pings.items():
-                try:
-                    ray.get(ref)  # at once: every ping has finished
-                    actors[i] = started[i]
-                except ray.exceptions.RayError:
-                    pass  # started afresh (or its error raised) on the next round
-        raise ShardUnavailableError(f"could not start the shard actors of {root}; is Ray healthy?")
 
     @classmethod
     def reshard(cls, root: str | os.PathLike[str], num_shards: int) -> dict:
@@ -193,44 +112,6 @@ class MaskStore:
         return reshard_store(Path(root).expanduser().resolve(), num_shards)
 
     # -- routing -------------------------------------------------------------
-
-    def _revive_dead_shards(self) -> bool:
-        """Start new actors for shards whose pinned node is gone; True if any was replaced.
-
-        Only that case: an actor ended on purpose (close(), ray.kill) stays ended, so a copy of a
-        closed store held elsewhere cannot bring its shards back behind the owner's back. Ray
-        reports a lost node either as "unschedulable" or as a death whose message is not ray.kill's.
-        """
-        dead = []
-        for i, actor in enumerate(self._actors):
-            try:
-                ray.get(actor.ping.remote(), timeout=60)
-            except ray.exceptions.ActorUnschedulableError:
-                dead.append(i)
-            except ray.exceptions.RayActorError as e:
-                if "ray.kill" not in str(e):  # lost with its node, not ended on purpose
-                    dead.append(i)
-            except ray.exceptions.GetTimeoutError:
-                continue
-        if not dead:
-            return False
-        logger.warning("shard(s) %s of %s lost their actor (node gone?); starting new ones", dead, self.root)
-        for i in dead:
-            try:
-                ray.kill(self._actors[i], no_restart=True)
-            except Exception:  # already dead
-                pass
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            fresh = self._start_actors(
-                self.root, len(self._actors), self._options, self._compact_bytes, only=dead
-            )
-            if all(fresh[i] is not None for i in dead):
-                break
-            time.sleep(0.2)
-        for i in dead:
-            self._actors[i] = fresh[i]
-        return True
 
     @property
     def shard_actors(self) -> list:
@@ -262,9 +143,18 @@ class MaskStore:
                 out[p] = v
         return out
 
-    def _all(self, method: str, *args: Any, what: str, **kwargs: Any) -> list:
-        """Call one method on every shard concurrently; results in shard order."""
-        return wait_shards([getattr(a, method).remote(*args, **kwargs) for a in self.shard_actors], what)
+    def _all(self, method: str, *args: Any, what: str, ids: list[str] | None = None) -> list:
+        """Call one method on every shard concurrently; results in shard order.
+
+        With `ids`, only the shards that own some of them are called, each with its share as a last argument.
+        """
+        actors = self.shard_actors
+        if ids is None:
+            return wait_shards([getattr(a, method).remote(*args) for a in actors], what)
+        groups = self._by_shard(ids).items()
+        return wait_shards(
+            [getattr(actors[s], method).remote(*args, [ids[p] for p in ps]) for s, ps in groups], what
+        )
 
     # -- public API ----------------------------------------------------------
 
@@ -306,14 +196,18 @@ class MaskStore:
             return self._scatter(
                 ids, ids, lambda a, batch: a.get_many.remote(batch, fingerprint), f"get_many of {len(ids)}"
             )
-        except MaskNotFoundError:
-            missing = self.missing(ids)
-            if not missing:
-                raise
-            raise MaskNotFoundError(
-                f"{len(missing)} of {len(ids)} task ids have no mask in the store at {self.root}: "
-                f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
-            ) from None
+        except MaskNotFoundError as e:
+            raise self._not_found(ids, e) from None
+
+    def _not_found(self, ids: list[str], error: MaskNotFoundError) -> MaskNotFoundError:
+        """The error naming which of `ids` have no mask, after a shard raised `error` for one of them."""
+        missing = self.missing(ids)
+        if not missing:  # deleted and put back meanwhile: the shard's own error says what it saw
+            return error
+        return MaskNotFoundError(
+            f"{len(missing)} of {len(ids)} task ids have no mask in the store at {self.root}: "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
+        )
 
     @_revives_shards
     def delete(self, task_id: str) -> bool:
@@ -346,12 +240,12 @@ class MaskStore:
 
     @_revives_shards
     def stats(self) -> dict:
-        """Totals over the store, and each shard's MaskFile stats under "shards"."""
+        """Totals over the store (records per base, kind and provenance hash), each shard's under "shards"."""
         shards = self._all("stats", what="stats")
-        fingerprints: dict[str, int] = {}
+        counted = {key: Counter() for key in ("fingerprints", "kinds", "provenance")}
         for s in shards:
-            for fp, n in s["fingerprints"].items():
-                fingerprints[fp] = fingerprints.get(fp, 0) + n
+            for key, counter in counted.items():
+                counter.update(s[key])
         totals = {
             k: sum(s[k] for s in shards) for k in ("count", "mask_bytes", "file_bytes", "journal_bytes")
         }
@@ -360,9 +254,26 @@ class MaskStore:
             "num_shards": self.layout.num_shards,
             "num_partitions": self.layout.num_partitions,
             **totals,
-            "fingerprints": dict(sorted(fingerprints.items())),
+            **{key: dict(sorted(counter.items())) for key, counter in counted.items()},
             "shards": [{"shard": i, **s} for i, s in enumerate(shards)],
         }
+
+    @_revives_shards
+    def describe(self, ids: Iterable[str] | None = None) -> dict[str, dict]:
+        """task id -> the record's metadata, from each shard's index (no bits read); see MaskFile.describe.
+
+        Every id, sorted; or only `ids`, in their order (MaskNotFoundError naming any that are missing).
+        """
+        if ids is None:
+            parts = self._all("describe", what="describe")
+        else:
+            ids = list(ids)
+            try:
+                parts = self._all("describe", what=f"describe {len(ids)} masks", ids=ids)
+            except MaskNotFoundError as e:
+                raise self._not_found(ids, e) from None
+        merged = {t: d for part in parts for t, d in part.items()}
+        return {t: merged[t] for t in (sorted(merged) if ids is None else ids)}
 
     @_revives_shards
     def verify(self) -> list[dict]:
@@ -392,15 +303,7 @@ class MaskStore:
         fp = self._fingerprint(fingerprint)
         if fp is None:
             return [], 0
-        if ids is None:
-            parts = self._all("mask_sum", fp, what="mask_sum")
-        else:
-            ids = list(ids)
-            refs = [
-                self.shard_actors[shard].mask_sum.remote(fp, [ids[p] for p in positions])
-                for shard, positions in self._by_shard(ids).items()
-            ]
-            parts = wait_shards(refs, f"mask_sum of {len(ids)} masks")
+        parts = self._all("mask_sum", fp, what="mask_sum", ids=None if ids is None else list(ids))
         total: list[np.ndarray] = []
         count = 0
         for i, (sums, n) in enumerate(parts):
@@ -433,46 +336,12 @@ class MaskStore:
         if fp is None:
             return [], np.zeros((0, num_queries))
         ref = ray.put(queries if isinstance(queries, np.ndarray) else [np.asarray(q) for q in queries])
-        if ids is None:
-            parts = self._all("query_scores", ref, chunk, fp, what="query_scores")
-        else:
-            ids = list(ids)
-            refs = [
-                self.shard_actors[shard].query_scores.remote(ref, chunk, fp, [ids[p] for p in positions])
-                for shard, positions in self._by_shard(ids).items()
-            ]
-            parts = wait_shards(refs, f"query_scores of {len(ids)} masks")
+        parts = self._all(
+            "query_scores", ref, chunk, fp, what="query_scores", ids=None if ids is None else list(ids)
+        )
         out_ids = [t for part_ids, _ in parts for t in part_ids]
         values = [v for _, v in parts if len(v)]
         return out_ids, (np.concatenate(values) if values else np.zeros((0, num_queries)))
-
-    @_revives_shards
-    def scores(
-        self, tensors: Sequence[np.ndarray], chunk: int = 64, fingerprint: str | None = None
-    ) -> dict[str, float]:
-        """sum over layers of <tensors[l], mask[l]> for every mask of one base, scored where the masks live."""
-        fp = self._fingerprint(fingerprint)
-        if fp is None:
-            return {}
-        ref = ray.put([np.asarray(t) for t in tensors])
-        out: dict[str, float] = {}
-        for part in self._all("scores", ref, chunk, fp, what="scores"):
-            out.update(part)
-        return out
-
-    @_revives_shards
-    def top_scores(
-        self, tensors: Sequence[np.ndarray], k: int, chunk: int = 64, fingerprint: str | None = None
-    ) -> list[tuple[str, float]]:
-        """The k best (task id, score), best first: each shard sends only its own k best."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        fp = self._fingerprint(fingerprint)
-        if fp is None:
-            return []
-        ref = ray.put([np.asarray(t) for t in tensors])
-        parts = self._all("top_scores", ref, k, chunk, fp, what="top_scores")
-        return best_scores((kv for part in parts for kv in part), k)
 
     def export(self, dest_dir: str | os.PathLike[str], *, overwrite: bool = False) -> int:
         """Write each shard's masks to DEST/shard-00i.h5 plus DEST/store.json (a store you can open)."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +64,8 @@ class ShardActor:
 
     # Every method may be re-run after a crash (the actor runs with max_task_retries=-1), and that is
     # safe: put is idempotent (the same mask again returns False), deleting a deleted mask returns
-    # False, export overwrites its own output, and the rest only read.
+    # False, export overwrites its own output, and the rest only read. Every whole record read is
+    # checked against its record checksum; sums and scores check the bits checksum.
     def put(self, mask: TaskMask, overwrite: bool = False) -> bool:
         return self._open().put(mask, overwrite=overwrite)
 
@@ -93,6 +92,9 @@ class ShardActor:
     def stats(self) -> dict:
         return self._open().stats()
 
+    def describe(self, ids: list[str] | None = None) -> dict[str, dict]:
+        return self._open().describe(ids)
+
     def verify(self) -> dict:
         """The VerifyReport as a plain dict: file, checked, ok, problems."""
         v = self._open().verify()
@@ -108,9 +110,6 @@ class ShardActor:
     ) -> tuple[list[np.ndarray], int]:
         return self._open().mask_sum(fingerprint, ids=ids)
 
-    def scores(self, tensors: list[np.ndarray], chunk: int = 64, fingerprint: str | None = None) -> dict:
-        return self._open().scores(tensors, chunk, fingerprint=fingerprint)
-
     def query_scores(
         self,
         queries: list[np.ndarray] | np.ndarray,
@@ -120,12 +119,6 @@ class ShardActor:
     ) -> tuple[list[str], np.ndarray]:
         """(ids, (k, Q) scores) of this shard's masks (or these ids): only k x Q numbers travel back."""
         return self._open().query_scores(queries, chunk, fingerprint=fingerprint, ids=ids)
-
-    def top_scores(
-        self, tensors: list[np.ndarray], k: int, chunk: int = 64, fingerprint: str | None = None
-    ) -> list[tuple[str, float]]:
-        """This shard's k best (task id, score), so only k rows per shard travel."""
-        return best_scores(self._open().scores(tensors, chunk, fingerprint=fingerprint).items(), k)
 
     def export(self, dest: str) -> int:
         return self._open().export(dest, overwrite=True)
@@ -141,11 +134,6 @@ class ShardActor:
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-
-def best_scores(items: Iterable[tuple[str, float]], k: int) -> list[tuple[str, float]]:
-    """The k highest-scoring (task id, score), best first, ties broken by task id."""
-    return heapq.nsmallest(k, items, key=lambda kv: (-kv[1], kv[0]))
 
 
 def shard_actor_name(root: str | os.PathLike[str], shard: int) -> str:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import tune
@@ -22,10 +21,11 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from supermask.config.schema import SpecError
+from supermask.config.sweep import OPTIONAL_ALGORITHMS, Distribution, Sweep
+from supermask.recipes.results import SweepOutcome, TrialRecord
 from supermask.runtime.tune_state import StateBackup, repair_checkpoints, repair_experiment
 from supermask.runtime.tune_trial import CHECKPOINT_FILE, TrialContext, sweep_trial
-from supermask.spec import SpecError
-from supermask.sweep import OPTIONAL_ALGORITHMS, Distribution, Sweep
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +35,6 @@ EXPERIMENT_STATE_SECONDS = "2"
 SPEC_FILE = "sweep_spec.json"
 STATE_BACKUP = "tune_state"  # last whole copies of Tune's state files (see tune_state.py)
 TRIAL_FAILURES = 1  # times Tune retries a crashed trial (from its checkpoint) before marking it errored
-STATUSES = ("completed", "stopped_early", "error", "unfinished")
-
-
-@dataclass
-class TrialRecord:
-    """One trial as sweep.json records it."""
-
-    trial_id: str
-    config: dict
-    status: str  # one of STATUSES; stopped_early: ended by the scheduler before its last epoch
-    epochs: int
-    planned_epochs: int | None
-    metrics: dict = field(default_factory=dict)  # the last report
-    history: list[dict] = field(default_factory=list)  # per epoch: epoch, val_accuracy, density, objective
-    error: str | None = None
-    path: str | None = None  # the trial's folder in Tune's experiment
-
-
-@dataclass
-class SweepOutcome:
-    trials: list[TrialRecord]
-    experiment_path: str
-    expected_trials: int
-    resumed: bool = False
-    seconds: float = 0.0
-
-    @property
-    def finished(self) -> bool:
-        """Every trial the sweep asks for ran to its end (completed, stopped early or errored)."""
-        done = [t for t in self.trials if t.status != "unfinished"]
-        return len(done) == len(self.trials) and len(self.trials) >= self.expected_trials
 
 
 def tune_domain(dist: Distribution, algorithm: str):

@@ -14,10 +14,10 @@ Two gaps in Tune's own bookkeeping, both met by the tests' kill -9:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import pickle
+import pickletools
 import shutil
 import time
 import zipfile
@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune.experiment import Trial
+
+from supermask.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +45,21 @@ def state_files(folder: Path) -> list[Path]:
 
 
 def readable(data: bytes) -> bool:
-    """Whether a state file's bytes parse whole as JSON or as a pickle (Tune writes both, some named .json)."""
+    """Whether a state file's bytes are whole: JSON that parses, or a pickle stream that runs to its STOP.
+
+    Tune writes both kinds (some pickles named .json). A pickle is only walked opcode by opcode with
+    `pickletools`, never loaded: nothing in it is executed.
+    """
     try:
         json.loads(data)
         return True
     except ValueError:
         pass
     try:
-        pickle.loads(data)  # this experiment's own files, written by this program
-    except Exception:
+        ops = list(pickletools.genops(io.BytesIO(data)))
+    except Exception:  # noqa: BLE001 - truncated or not a pickle at all
         return False
-    return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return bool(ops) and ops[-1][0].name == "STOP" and ops[-1][2] + 1 == len(data)
 
 
 class StateBackup(tune.Callback):
@@ -94,7 +91,7 @@ class StateBackup(tune.Callback):
             key = (stat.st_mtime, stat.st_size)
             if self._seen.get(path.name) == key or not readable(data):
                 continue  # unchanged, or caught mid-write: the next look gets it
-            _write_atomic(backup / path.name, data)
+            atomic_write(backup / path.name, data)
             self._seen[path.name] = key
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MaskFileError(Exception):
     """Base class of every mask-store error."""
@@ -9,6 +11,25 @@ class MaskFileError(Exception):
 
 class NotAMaskFileError(MaskFileError, ValueError):
     """A path that exists but is not a supermask mask file (or journal); it is never touched."""
+
+
+class OldFormatError(MaskFileError):
+    """A mask file of an older format; `supermask store migrate` rewrites it, keeping every mask."""
+
+    @classmethod
+    def of(cls, path: Path, version: int, current: int) -> OldFormatError:
+        """The error for the mask file at `path` (a snapshot, or the one a journal belongs to)."""
+        return cls(
+            f"{path} is a version-{version} supermask mask file (its checksums cover the mask bits only); "
+            f"this supermask reads version {current}, which checks every field of every record. Nothing "
+            f"was changed. Run `supermask store migrate {path}` (or `supermask store migrate {path.parent}` "
+            f"for every file of its store) to verify its masks and rewrite them as version {current}, "
+            "keeping every mask"
+        )
+
+
+class WrongKindError(MaskFileError, ValueError):
+    """A stored record of another kind (e.g. trained weights) asked for as a mask."""
 
 
 class StoreLockedError(MaskFileError):
@@ -20,7 +41,7 @@ class CorruptJournalError(MaskFileError):
 
 
 class CorruptMaskError(MaskFileError):
-    """A stored mask whose bytes no longer match their checksum or shapes."""
+    """A stored mask whose record no longer matches its checksum (or whose shapes do not fit its bits)."""
 
 
 class MaskExistsError(MaskFileError):

@@ -1,33 +1,54 @@
-"""The in-memory index of a mask file: where each mask lives, plus per-base shapes, counts and bit sums.
+"""The in-memory index of a mask file: where each record lives and what it is, plus per-base bookkeeping.
 
-No mask bits are held here except one running int32 sum per base network
-(built the first time it is needed), from which the mean mask for task
-inference is read.
+No mask bits are held here except one running sum per base network (built the
+first time it is needed), from which the mean mask for task inference is read.
+Only records of kind "mask" whose metadata checked out belong to a base.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from supermask.core.packing import packed_dot
-from supermask.store.validation import num_weights
+from supermask.core.packing import RunningSum
+from supermask.store.journal import KIND_PUT, Record, decode_put_meta
+from supermask.store.records import KIND_MASK, RecordInfo, canonical_json, changed_fields
+from supermask.store.snapshot import SnapshotEntry
 
 
 @dataclass(frozen=True)
 class Entry:
-    """Where a mask lives (a snapshot group, or else a journal record at `offset`) and what it is."""
+    """Where a record lives (a snapshot group, or else a journal record at `offset`) and what it is."""
 
-    checksum: str
-    fingerprint: str
-    layer_shapes: tuple[tuple[int, ...], ...]
-    nbytes: int
+    info: RecordInfo | None  # None when `problem` says why its metadata could not be used
     group: str | None = None
     offset: int = -1
     length: int = 0
-    problem: str | None = None  # set when its metadata could not be read; such a mask is in no Base
+    problem: str | None = None
+
+    @property
+    def is_mask(self) -> bool:
+        """A readable record of kind "mask" (one that belongs to a base)."""
+        return self.problem is None and self.info is not None and self.info.kind == KIND_MASK
+
+    @classmethod
+    def from_journal(cls, meta: dict, offset: int, length: int) -> Entry:
+        """The entry of a journal put record, its index fields checked against their digests."""
+        try:
+            changed = changed_fields(meta, meta["parts"])
+            info = RecordInfo.from_meta(meta, meta["packed_nbytes"])
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            return cls(None, None, offset, length, problem=f"unreadable metadata ({type(e).__name__}: {e})")
+        if changed:
+            problem = f"metadata changed since it was written: {', '.join(changed)}"
+            return cls(None, None, offset, length, problem=problem)
+        return cls(info, None, offset, length)
+
+    def in_snapshot(self, group: str) -> Entry:
+        """This entry after compaction moved its record into the snapshot group `group`."""
+        return replace(self, group=group, offset=-1, length=0)
 
 
 @dataclass
@@ -36,17 +57,11 @@ class Base:
 
     shapes: tuple[tuple[int, ...], ...]
     count: int = 0
-    bit_sum: np.ndarray | None = None  # int32, one per weight
+    running: RunningSum | None = None  # built on first use
 
     def layer_sums(self) -> list[np.ndarray]:
-        """The bit sum split into per-layer int32 arrays (copies)."""
-        flat = self.bit_sum if self.bit_sum is not None else np.zeros(num_weights(self.shapes), np.int32)
-        out, start = [], 0
-        for s in self.shapes:
-            n = math.prod(s)
-            out.append(flat[start : start + n].reshape(s).copy())
-            start += n
-        return out
+        """The running sum as per-layer int32 arrays (copies)."""
+        return (self.running or RunningSum(list(self.shapes))).layers()
 
 
 class MaskIndex:
@@ -55,7 +70,8 @@ class MaskIndex:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.bases: dict[str, Base] = {}
-        self.sums_ready = False  # whether every Base.bit_sum is current
+        self.sums_ready = False  # whether every Base.running is current
+        self._provenance: dict[str, dict] = {}  # one copy of each distinct provenance
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.entries
@@ -67,33 +83,53 @@ class MaskIndex:
         return self.entries.get(task_id)
 
     def set(self, task_id: str, entry: Entry) -> None:
-        """Record where a mask lives (replacing any earlier entry)."""
+        """Record where a record lives (replacing any earlier entry)."""
         self.drop(task_id)
+        if entry.info is not None:  # thousands of masks of one run share one provenance
+            key = canonical_json(entry.info.provenance)
+            entry = replace(
+                entry,
+                info=replace(entry.info, provenance=self._provenance.setdefault(key, entry.info.provenance)),
+            )
         self.entries[task_id] = entry
-        if entry.problem is None:
-            self.bases.setdefault(entry.fingerprint, Base(entry.layer_shapes)).count += 1
+        if entry.is_mask:
+            self.bases.setdefault(entry.info.fingerprint, Base(entry.info.layer_shapes)).count += 1
+
+    def load(self, snapshot: dict[str, SnapshotEntry], journal: Iterable[tuple[Record, memoryview]]) -> None:
+        """Fill the index from a snapshot's entries, then replay a journal's puts and deletes over them."""
+        for tid, e in snapshot.items():
+            self.set(tid, Entry(e.info, e.group, problem=e.problem))
+        for rec, payload in journal:
+            if rec.kind == KIND_PUT:
+                meta = decode_put_meta(payload)
+                self.set(meta["task_id"], Entry.from_journal(meta, rec.offset, rec.length))
+            else:
+                self.drop(bytes(payload).decode())
 
     def drop(self, task_id: str) -> None:
-        """Forget a mask, if present."""
+        """Forget a record, if present."""
         old = self.entries.pop(task_id, None)
-        if old is not None and old.problem is None:
-            base = self.bases[old.fingerprint]
+        if old is not None and old.is_mask:
+            base = self.bases[old.info.fingerprint]
             base.count -= 1
             if base.count == 0:
-                del self.bases[old.fingerprint]
+                del self.bases[old.info.fingerprint]
+
+    def masks_of(self, fingerprint: str) -> list[str]:
+        """The ids of the readable masks of one base, sorted."""
+        return sorted(t for t, e in self.entries.items() if e.is_mask and e.info.fingerprint == fingerprint)
 
     def add_bits(self, fingerprint: str, packed: np.ndarray, sign: int) -> None:
         """Add (sign=+1) or remove (-1) one mask's bits from its base's running sum."""
         base = self.bases.get(fingerprint)
         if base is None:
             return
-        if base.bit_sum is None:
-            base.bit_sum = np.zeros(num_weights(base.shapes), np.int32)
-        bits = np.unpackbits(packed, count=base.bit_sum.size)
+        if base.running is None:
+            base.running = RunningSum(list(base.shapes))
         if sign > 0:
-            base.bit_sum += bits
+            base.running.add(packed)
         else:
-            base.bit_sum -= bits
+            base.running.remove(packed)
 
     def check_shapes(self, task_id: str, fingerprint: str, shapes: tuple[tuple[int, ...], ...]) -> None:
         """Raise ValueError if a mask's shapes differ from the other masks stored for its base."""
@@ -101,7 +137,7 @@ class MaskIndex:
         if base is None or base.shapes == shapes:
             return
         old = self.entries.get(task_id)
-        if old is not None and old.fingerprint == fingerprint and base.count == 1:
+        if old is not None and old.is_mask and old.info.fingerprint == fingerprint and base.count == 1:
             return  # replacing the only mask of this base
         raise ValueError(
             f"mask {task_id!r} has layer shapes {list(shapes)}, but the {base.count} masks stored for base "
@@ -120,8 +156,3 @@ class MaskIndex:
             fingerprint = next(iter(self.bases), None)
         base = self.bases.get(fingerprint) if fingerprint is not None else None
         return (fingerprint, base) if base is not None else None
-
-
-def score_rows(rows: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """<flat, bits of row i> for every row of packed masks (k, nbytes); see `packed_dot`."""
-    return packed_dot(rows, flat)

@@ -1,17 +1,18 @@
 """The append-only journal of a mask file: record framing, the TaskMask payload codec, replay.
 
-File layout: a 16-byte file magic, then records. A record is a 32-byte header
-(record magic, kind, payload length, blake2b-128 of kind + length + payload)
-followed by the payload. A put payload is a little-endian u32 length, a JSON
-header with every metadata field and the dtype/shape of each array, then the
-raw C-order bytes of `packed` and of each BN statistic, so arrays round-trip
-exactly. A delete payload is the UTF-8 task id.
+File layout: a 16-byte file magic (`supermask-wal-v2`), then records. A record is a 32-byte
+header (record magic, kind, payload length, blake2b-128 of kind + length + payload) followed
+by the payload. A put payload is a little-endian u32 length, a JSON header with every
+metadata field and digest of the mask (see `supermask.store.records.mask_meta`) plus
+`packed_nbytes` and the name/dtype/shape of each BN statistic, then the raw C-order bytes
+of `packed` and of each BN statistic, so arrays round-trip exactly. A delete payload is the
+UTF-8 task id. Version 1 journals (`supermask-wal-v1`) are refused with the command that
+migrates them.
 
-Replay stops at the first record that is incomplete or fails its digest. If no
-valid record follows it, it is the torn tail of an append that never returned
-(the writer was killed mid-write): it is cut away with a warning. If a valid
-record follows, the damage is in the middle of acknowledged data: replay raises
-`CorruptJournalError` and changes nothing.
+Replay stops at the first record that is incomplete or fails its digest. If no valid record
+follows it, it is the torn tail of an append that never returned (the writer was killed
+mid-write): it is cut away with a warning. If a valid record follows, the damage is in the
+middle of acknowledged data: replay raises `CorruptJournalError` and changes nothing.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from supermask.core.files import fsync_dir
 from supermask.core.packing import TaskMask
-from supermask.store.errors import CorruptJournalError, NotAMaskFileError, StoreLockedError
-from supermask.store.snapshot import fsync_dir
+from supermask.store.errors import CorruptJournalError, NotAMaskFileError, OldFormatError, StoreLockedError
+from supermask.store.records import FORMAT_VERSION, mask_from_meta, mask_meta
 
 try:
     import fcntl
@@ -39,8 +41,9 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, one writer 
 
 logger = logging.getLogger(__name__)
 
-FILE_MAGIC = b"supermask-wal-v1"
-RECORD_MAGIC = b"SMR1"
+FILE_MAGIC = b"supermask-wal-v2"
+OLD_FILE_MAGICS = {b"supermask-wal-v1": 1}
+RECORD_MAGIC = b"SMR1"  # the record framing is unchanged since version 1
 HEADER = struct.Struct("<4sB3xQ16s")
 KIND_PUT = 1
 KIND_DELETE = 2
@@ -59,18 +62,11 @@ def frame(kind: int, payload: bytes) -> bytes:
     return HEADER.pack(RECORD_MAGIC, kind, len(payload), _digest(kind, payload)) + payload
 
 
-def encode_put(mask: TaskMask) -> bytes:
-    """Serialise a (validated) TaskMask into a put payload."""
+def encode_put(mask: TaskMask, meta: dict | None = None) -> bytes:
+    """Serialise a (validated) TaskMask into a put payload; `meta` is its mask_meta, if made already."""
     bn = {name: np.asarray(arr, order="C") for name, arr in mask.bn_stats.items()}  # keeps 0-d arrays 0-d
     meta = {
-        "task_id": mask.task_id,
-        "layer_names": list(mask.layer_names),
-        "layer_shapes": [list(s) for s in mask.layer_shapes],
-        "layer_density": [float(d) for d in mask.layer_density],
-        "base_fingerprint": mask.base_fingerprint,
-        "metrics": mask.metrics,
-        "created": float(mask.created),
-        "checksum": mask.checksum,
+        **(meta or mask_meta(mask)),
         "packed_nbytes": int(mask.packed.nbytes),
         "bn": [[name, arr.dtype.str, list(arr.shape)] for name, arr in bn.items()],
     }
@@ -86,9 +82,8 @@ def decode_put_meta(payload: bytes | memoryview) -> dict:
     return json.loads(bytes(payload[_LEN.size : _LEN.size + n]))
 
 
-def decode_put(payload: bytes | memoryview) -> tuple[TaskMask, str]:
-    """A put payload back into (TaskMask, checksum recorded when it was written)."""
-    meta = decode_put_meta(payload)
+def decode_arrays(payload: bytes | memoryview, meta: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The packed bits and BN statistics that follow a put payload's header."""
     pos = _LEN.size + _LEN.unpack_from(payload, 0)[0]
     nbytes = meta["packed_nbytes"]
     packed = np.frombuffer(payload, np.uint8, nbytes, pos).copy()
@@ -101,18 +96,14 @@ def decode_put(payload: bytes | memoryview) -> tuple[TaskMask, str]:
         pos += count * dt.itemsize
     if pos != len(payload):
         raise ValueError(f"put payload has {len(payload) - pos} trailing bytes")
-    mask = TaskMask(
-        task_id=meta["task_id"],
-        packed=packed,
-        layer_names=list(meta["layer_names"]),
-        layer_shapes=[tuple(s) for s in meta["layer_shapes"]],
-        layer_density=list(meta["layer_density"]),
-        base_fingerprint=meta["base_fingerprint"],
-        bn_stats=bn,
-        metrics=meta["metrics"],
-        created=meta["created"],
-    )
-    return mask, meta["checksum"]
+    return packed, bn
+
+
+def decode_put(payload: bytes | memoryview) -> tuple[TaskMask, dict]:
+    """A put payload back into (TaskMask, its stored digests {checksum, bits_checksum, parts})."""
+    meta = decode_put_meta(payload)
+    packed, bn = decode_arrays(payload, meta)
+    return mask_from_meta(meta, packed, bn), {k: meta.get(k) for k in ("checksum", "bits_checksum", "parts")}
 
 
 @dataclass(frozen=True)
@@ -135,6 +126,50 @@ def _valid_at(buf: mmap.mmap, pos: int, end: int) -> Record | None:
     if _digest(kind, memoryview(buf)[start : start + length]) != digest:
         return None
     return Record(kind, pos, length)
+
+
+def _find_valid(buf: mmap.mmap, pos: int, end: int) -> int | None:
+    while True:
+        pos = buf.find(RECORD_MAGIC, pos, end)
+        if pos < 0:
+            return None
+        if _valid_at(buf, pos, end) is not None:
+            return pos
+        pos += 1
+
+
+def scan_records(buf: mmap.mmap, start: int, end: int, path: Path) -> Iterator[tuple[Record, memoryview]]:
+    """Every valid record of `buf[start:end]` in order, stopping at a torn tail.
+
+    Raises CorruptJournalError (after the records before it) if a damaged record is followed by a
+    valid one. The caller learns where valid data ends from the last record yielded.
+    """
+    pos = start
+    while pos < end:
+        rec = _valid_at(buf, pos, end)
+        if rec is None:
+            break
+        body = pos + HEADER.size
+        view = memoryview(buf)[body : body + rec.length]
+        try:
+            yield rec, view
+        finally:
+            view.release()
+        pos = body + rec.length
+    if pos < end:
+        later = _find_valid(buf, pos + 1, end)
+        if later is not None:
+            raise CorruptJournalError(
+                f"journal {path} has a damaged record at byte offset {pos}, followed by a valid "
+                f"record at offset {later}: this is corruption, not a write cut short by a crash. "
+                f"Nothing was changed. Records before offset {pos} are intact; copy {path} aside "
+                f"and restore it from a backup, or truncate it to {pos} bytes to keep only those"
+            )
+
+
+def record_end(rec: Record) -> int:
+    """The byte offset just past a record."""
+    return rec.offset + HEADER.size + rec.length
 
 
 class Journal:
@@ -172,6 +207,8 @@ class Journal:
             head = f.read(len(FILE_MAGIC))
             if head == FILE_MAGIC:
                 return False
+            if head in OLD_FILE_MAGICS:
+                raise OldFormatError.of(self._owner, OLD_FILE_MAGICS[head], FORMAT_VERSION)
             # A prefix of the magic, or zeros only (a crash can leave a new file's blocks unwritten).
             if FILE_MAGIC.startswith(head) or not (head + f.read()).strip(b"\0"):
                 return True
@@ -191,28 +228,11 @@ class Journal:
         end = self.size
         if end <= len(FILE_MAGIC):
             return
+        pos = len(FILE_MAGIC)
         with open(self.path, "rb") as f, mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ) as buf:
-            pos = len(FILE_MAGIC)
-            while pos < end:
-                rec = _valid_at(buf, pos, end)
-                if rec is None:
-                    break
-                start = pos + HEADER.size
-                view = memoryview(buf)[start : start + rec.length]
-                try:
-                    yield rec, view
-                finally:
-                    view.release()
-                pos = start + rec.length
-            if pos < end:
-                later = self._find_valid(buf, pos + 1, end)
-                if later is not None:
-                    raise CorruptJournalError(
-                        f"journal {self.path} has a damaged record at byte offset {pos}, followed by a valid "
-                        f"record at offset {later}: this is corruption, not a write cut short by a crash. "
-                        f"Nothing was changed. Records before offset {pos} are intact; copy {self.path} aside "
-                        f"and restore it from a backup, or truncate it to {pos} bytes to keep only those"
-                    )
+            for rec, view in scan_records(buf, pos, end, self.path):
+                yield rec, view
+                pos = record_end(rec)
         if pos < end:
             logger.warning(
                 "journal %s: cutting a torn tail record at byte offset %d (%d bytes); it was a write "
@@ -222,16 +242,6 @@ class Journal:
                 end - pos,
             )
             self.truncate(pos)
-
-    @staticmethod
-    def _find_valid(buf: mmap.mmap, pos: int, end: int) -> int | None:
-        while True:
-            pos = buf.find(RECORD_MAGIC, pos, end)
-            if pos < 0:
-                return None
-            if _valid_at(buf, pos, end) is not None:
-                return pos
-            pos += 1
 
     def append(self, kind: int, payload: bytes, *, sync: bool = True) -> Record:
         """Append one record (fsync'ed unless sync=False); on failure the journal is cut back."""

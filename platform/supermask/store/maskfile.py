@@ -3,27 +3,28 @@
 Files, for a store at PATH (e.g. shard-000.h5):
 
 - PATH: an HDF5 snapshot (layout in `supermask.store.snapshot`), never modified
-  in place. It is only replaced whole: written to PATH.tmp, fsync'ed,
-  os.replace'd over PATH, then the directory is fsync'ed. Anyone, at any
-  moment, sees the old snapshot or the new one, never a mixture.
+  in place. It is only replaced whole (`supermask.core.files.atomic_write`), so
+  anyone, at any moment, sees the old snapshot or the new one, never a mixture.
 - PATH.wal: an append-only journal of put and delete records (format in
   `supermask.store.journal`). put() and delete() append one record and fsync it
   before returning, so every acknowledged write survives a crash.
 
-On open, a stale PATH.tmp (a compaction cut short) is deleted and the journal is
-replayed over the snapshot's index. A torn tail record (an append that never
-returned) is cut away with a warning; a damaged record before the tail raises
-`CorruptJournalError` naming the file and offset, and nothing is changed.
+On open, a stale temporary snapshot (a compaction cut short) is deleted and the
+journal is replayed over the snapshot's index. A torn tail record (an append that
+never returned) is cut away with a warning; a damaged record before the tail
+raises `CorruptJournalError` naming the file and offset, and nothing is changed.
 
 Compaction (when the journal passes `compact_bytes`, on compact() and on close())
-writes every live mask to a new snapshot as above and only then empties the
+writes every live record to a new snapshot as above and only then empties the
 journal. A crash between the two leaves records the new snapshot already holds;
 replaying them again is harmless because put and delete records are idempotent.
 
-Every mask carries a blake2b checksum of its packed bits, re-checked whenever it
-is read. The index keeps where each mask lives (snapshot group or journal
-offset), never the masks themselves. One writer process owns a store (an
-advisory lock on the journal enforces it); a MaskFile is not thread-safe.
+Every record carries a checksum over all of it, re-checked whenever it is read
+whole (get, export, import, compaction), and a checksum of its bits, checked by
+the reads that need only the bits (sums, scores); see `supermask.store.records`.
+The index keeps where each record lives and its small metadata (`describe()`),
+never the masks themselves. One writer process owns a store (an advisory lock on
+the journal enforces it); a MaskFile is not thread-safe.
 """
 
 from __future__ import annotations
@@ -31,63 +32,39 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from supermask.core.packing import (
-    TaskMask,
-    chunked_packed_sum,
-    flatten_queries,
-    packed_dot,
-    query_count,
-    split_layers,
-)
+from supermask.core.files import stale_temporaries
+from supermask.core.packing import TaskMask
+from supermask.store import transfer
+from supermask.store.bank import FileBank
 from supermask.store.errors import (
-    CorruptJournalError,
     CorruptMaskError,
     FingerprintMismatchError,
     MaskExistsError,
     MaskFileError,
     MaskNotFoundError,
-    NotAMaskFileError,
-    StoreLockedError,
 )
-from supermask.store.index import Base, Entry, MaskIndex
-from supermask.store.journal import (
-    FILE_MAGIC,
-    KIND_DELETE,
-    KIND_PUT,
-    Journal,
-    decode_put_meta,
-    encode_put,
-)
+from supermask.store.index import Entry, MaskIndex
+from supermask.store.journal import KIND_DELETE, KIND_PUT, Journal, encode_put
 from supermask.store.reader import MaskReader
-from supermask.store.snapshot import group_name, open_snapshot, read_entries, read_mask, write_snapshot
-from supermask.store.validation import num_weights, validate_mask
+from supermask.store.records import RecordInfo, describe_unreadable, mask_meta, provenance_key
+from supermask.store.snapshot import group_name, open_snapshot, read_entries, write_snapshot
+from supermask.store.validation import validate_mask
 
-__all__ = [
-    "CorruptJournalError",
-    "CorruptMaskError",
-    "FingerprintMismatchError",
-    "MaskExistsError",
-    "MaskFile",
-    "MaskFileError",
-    "MaskNotFoundError",
-    "NotAMaskFileError",
-    "StoreLockedError",
-    "VerifyReport",
-    "validate_mask",
-]
+__all__ = ["MaskFile", "VerifyReport", "validate_mask"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class VerifyReport:
-    """What verify() found: how many masks it re-read and every problem, each naming its task."""
+    """What verify() found: how many records it re-read and every problem, each naming its task."""
 
     path: Path
     checked: int = 0
@@ -111,9 +88,10 @@ class MaskFile:
         self._reader: MaskReader | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            open_snapshot(self.path).close()  # refuse a foreign file before touching anything
+            open_snapshot(self.path).close()  # refuse a foreign or old file before touching anything
         self._journal: Journal | None = Journal(self.path.with_name(self.path.name + ".wal"), owner=self.path)
         self._reader = MaskReader(self.path, self._journal)
+        self._bank = FileBank(self._index, self._reader, self.path, self._mask_entry)
         try:
             self._load_index()
         except BaseException:
@@ -121,8 +99,7 @@ class MaskFile:
             raise
 
     def _load_index(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        if tmp.exists():
+        for tmp in stale_temporaries(self.path):  # we hold the lock: no one else is writing them
             logger.warning("removing %s, left by a compaction that was cut short", tmp)
             tmp.unlink()
         if not self.path.exists():
@@ -132,31 +109,8 @@ class MaskFile:
                 )
             write_snapshot(self.path, [])
         self._reader.snap = open_snapshot(self.path)
-        for tid, e in read_entries(self._reader.snap).items():
-            self._index.set(
-                tid, Entry(e.checksum, e.fingerprint, e.layer_shapes, e.nbytes, e.group, problem=e.problem)
-            )
-        for rec, payload in self._journal.replay():
-            if rec.kind == KIND_PUT:
-                m = decode_put_meta(payload)
-                shapes = tuple(tuple(s) for s in m["layer_shapes"])
-                fp, nbytes = m["base_fingerprint"], m["packed_nbytes"]
-                self._index.set(
-                    m["task_id"], Entry(m["checksum"], fp, shapes, nbytes, None, rec.offset, rec.length)
-                )
-            else:
-                self._index.drop(bytes(payload).decode())
+        self._index.load(read_entries(self._reader.snap), self._journal.replay())
         self._maybe_compact()
-
-    def _ensure_sums(self) -> None:
-        if self._index.sums_ready:
-            return
-        for base in self._index.bases.values():
-            base.bit_sum = None
-        for tid, entry in sorted(self._index.entries.items()):
-            if entry.problem is None:
-                self._index.add_bits(entry.fingerprint, self._reader.packed(tid, entry), +1)
-        self._index.sums_ready = True
 
     def _check_open(self) -> Journal:
         if self._journal is None:
@@ -172,18 +126,26 @@ class MaskFile:
             )
         return entry
 
-    # -- public API ----------------------------------------------------------
+    def _mask_entry(self, task_id: str, fingerprint: str | None, use: str) -> Entry:
+        """The entry of a mask (never another kind), checked against the base it will be used on."""
+        entry = self._entry(task_id)
+        self._reader.check_kind(task_id, entry)
+        if fingerprint is not None and entry.info is not None and fingerprint != entry.info.fingerprint:
+            raise FingerprintMismatchError(
+                f"mask {task_id!r} in {self.path} was learned on base {entry.info.fingerprint}, not "
+                f"{fingerprint}: {use}"
+            )
+        return entry
+
+    # -- reading and writing masks -------------------------------------------
 
     def get(self, task_id: str, *, fingerprint: str | None = None) -> TaskMask:
         """The verified mask of one task, optionally checked against the base it will be used on."""
-        entry = self._entry(task_id)
-        if fingerprint is not None and fingerprint != entry.fingerprint:
-            raise FingerprintMismatchError(
-                f"mask {task_id!r} in {self.path} was learned on base {entry.fingerprint}, not {fingerprint}: "
-                "a mask is only meaningful on its own base, so the base spec (arch, seed, init, shapes) "
-                "must match the one used to learn it"
-            )
-        return self._reader.load(task_id, entry)
+        use = (
+            "a mask is only meaningful on its own base, so the base spec (arch, seed, init, shapes) "
+            "must match the one used to learn it"
+        )
+        return self._reader.load(task_id, self._mask_entry(task_id, fingerprint, use))
 
     def get_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list[TaskMask]:
         """The verified masks of these tasks, in order."""
@@ -201,35 +163,44 @@ class MaskFile:
         """Durably store a mask; False if this exact mask is already stored."""
         self._check_open()
         validate_mask(mask)
-        written = self._put(mask, overwrite=overwrite, sync=True)
+        written = self.put_validated(mask, overwrite=overwrite, sync=True)
         self._maybe_compact()
         return written
 
-    def _put(self, mask: TaskMask, *, overwrite: bool, sync: bool) -> bool:
+    def put_validated(self, mask: TaskMask, *, overwrite: bool, sync: bool) -> bool:
+        """put() of a mask already validated; with sync=False the caller fsyncs (see `sync`)."""
         journal = self._check_open()
         tid, fp, csum = mask.task_id, mask.base_fingerprint, mask.checksum
         shapes = tuple(tuple(int(d) for d in s) for s in mask.layer_shapes)
         old = self._index.get(tid)
-        if old is not None and old.problem is None and old.checksum == csum and old.fingerprint == fp:
+        if old is not None and old.is_mask and old.info.checksum == csum:
             return False
         if old is not None and not overwrite:
+            was = f"checksum {old.info.checksum}, base {old.info.fingerprint}" if old.info else old.problem
             raise MaskExistsError(
-                f"{self.path} already holds a different mask for task {tid!r} (checksum {old.checksum}, base "
-                f"{old.fingerprint}; new: {csum}, base {fp}); pass overwrite=True to replace it"
+                f"{self.path} already holds a different record for task {tid!r} ({was}; new: {csum}, base "
+                f"{fp}); pass overwrite=True to replace it"
             )
         self._index.check_shapes(tid, fp, shapes)
         old_packed = self._packed_for_sums(tid, old)
-        rec = journal.append(KIND_PUT, encode_put(mask), sync=sync)
+        meta = mask_meta(mask, checksum=csum)
+        rec = journal.append(KIND_PUT, encode_put(mask, meta), sync=sync)
         if old_packed is not None:
-            self._index.add_bits(old.fingerprint, old_packed, -1)
-        self._index.set(tid, Entry(csum, fp, shapes, mask.packed.size, None, rec.offset, rec.length))
+            self._index.add_bits(old.info.fingerprint, old_packed, -1)
+        self._index.set(
+            tid, Entry(RecordInfo.from_meta(meta, mask.packed.size), None, rec.offset, rec.length)
+        )
         if self._index.sums_ready:
             self._index.add_bits(fp, mask.packed, +1)
         return True
 
+    def sync(self) -> None:
+        """fsync the journal (after put_validated(..., sync=False))."""
+        self._check_open().sync()
+
     def _packed_for_sums(self, tid: str, entry: Entry | None) -> np.ndarray | None:
         """The bits to take out of the running sums when `entry` is replaced or deleted."""
-        if not self._index.sums_ready or entry is None or entry.problem is not None:
+        if not self._index.sums_ready or entry is None or not entry.is_mask:
             return None
         try:
             return self._reader.packed(tid, entry)
@@ -238,7 +209,7 @@ class MaskFile:
             return None
 
     def delete(self, task_id: str) -> bool:
-        """Durably remove a task's mask; False if there was none."""
+        """Durably remove a task's record; False if there was none."""
         journal = self._check_open()
         old = self._index.get(task_id)
         if old is None:
@@ -246,10 +217,12 @@ class MaskFile:
         old_packed = self._packed_for_sums(task_id, old)
         journal.append(KIND_DELETE, task_id.encode())
         if old_packed is not None:
-            self._index.add_bits(old.fingerprint, old_packed, -1)
+            self._index.add_bits(old.info.fingerprint, old_packed, -1)
         self._index.drop(task_id)
         self._maybe_compact()
         return True
+
+    # -- what is stored ------------------------------------------------------
 
     def list(self) -> list[str]:
         """Every stored task id, sorted."""
@@ -265,20 +238,38 @@ class MaskFile:
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())
 
+    def describe(self, ids: Iterable[str] | None = None) -> dict[str, dict]:
+        """task id -> the record's metadata, from the index alone (no arrays are read): every id, or `ids`.
+
+        Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, created,
+        checksum. Every value was checked against the digest written with it when the file was
+        opened; a record whose metadata is damaged has None values and a "problem" saying what.
+        """
+        self._check_open()
+        chosen = self.list() if ids is None else list(ids)
+        out = {}
+        for tid in chosen:
+            entry = self._entry(tid)
+            out[tid] = describe_unreadable(entry.problem) if entry.info is None else entry.info.describe()
+        return out
+
     def stats(self) -> dict:
-        """Counts and sizes: masks, mask bytes, snapshot and journal bytes, masks per base fingerprint."""
+        """Counts and sizes: records, mask bytes, file bytes, and records per base, kind and provenance."""
         journal = self._check_open()
+        infos = [e.info for e in self._index.entries.values()]
         return {
             "path": str(self.path),
             "count": len(self._index),
-            "mask_bytes": sum(e.nbytes for e in self._index.entries.values()),
+            "mask_bytes": sum(i.nbytes for i in infos if i is not None),
             "file_bytes": self.path.stat().st_size,
             "journal_bytes": journal.size,
             "fingerprints": {fp: b.count for fp, b in sorted(self._index.bases.items())},
+            "kinds": dict(sorted(Counter(i.kind if i else "damaged" for i in infos).items())),
+            "provenance": dict(sorted(Counter(provenance_key(i) for i in infos).items())),
         }
 
     def verify(self) -> VerifyReport:
-        """Re-read every mask from disk and check its checksum and shapes."""
+        """Re-read every record from disk and check its record checksum (every field and array) and shapes."""
         self._check_open()
         report = VerifyReport(self.path)
         for tid, entry in sorted(self._index.entries.items()):
@@ -288,8 +279,10 @@ class MaskFile:
                 report.problems.append(f"{tid}: {problem} [{self._reader.where(entry)}]")
         return report
 
-    def _snapshot_sources(self) -> dict:
-        """write_snapshot arguments for every live mask, each verified as it is read."""
+    # -- compaction and closing ---------------------------------------------
+
+    def snapshot_sources(self) -> dict:
+        """write_snapshot arguments for every live record, each verified whole as it is read."""
         items = sorted(self._index.entries.items())
         return {
             "copies": ((self._reader.snap, self._reader.verified_group(t, e)) for t, e in items if e.group),
@@ -303,20 +296,18 @@ class MaskFile:
             return
         start = time.perf_counter()
         try:
-            count = write_snapshot(self.path, **self._snapshot_sources())
+            count = write_snapshot(self.path, **self.snapshot_sources())
         except CorruptMaskError as e:
             raise CorruptMaskError(f"{e}. Compaction was abandoned and nothing was changed") from e
         self._reader.snap.close()
         self._reader.snap = open_snapshot(self.path)
-        for tid, e in list(self._index.entries.items()):
-            self._index.entries[tid] = Entry(
-                e.checksum, e.fingerprint, e.layer_shapes, e.nbytes, group_name(tid)
-            )
+        for tid, e in self._index.entries.items():
+            self._index.entries[tid] = e.in_snapshot(group_name(tid))
         folded = journal.record_bytes
         journal.truncate()  # only now: a crash before this replays records the new snapshot already has
         self._next_compact = self.compact_bytes
         secs = time.perf_counter() - start
-        logger.info("compacted %s: %d masks, %d journal bytes, %.2f s", self.path, count, folded, secs)
+        logger.info("compacted %s: %d records, %d journal bytes, %.2f s", self.path, count, folded, secs)
 
     def _maybe_compact(self) -> None:
         """Compact once the journal is big; a failure here is logged, since the write before it is durable."""
@@ -329,144 +320,19 @@ class MaskFile:
             logger.error("automatic compaction of %s failed; the journal keeps every write: %s", self.path, e)
 
     def export(self, dest_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
-        """Write all live masks to a standalone snapshot file; returns how many."""
-        self._check_open()
-        dest = Path(dest_path)
-        own = {
-            self.path.resolve(),
-            self._journal.path.resolve(),
-            self.path.with_name(self.path.name + ".tmp").resolve(),
-        }
-        if dest.resolve() in own:
-            raise ValueError(f"cannot export {self.path} onto its own files ({dest})")
-        if dest.exists() and not overwrite:
-            raise FileExistsError(f"{dest} already exists; pass overwrite=True to replace it")
-        return write_snapshot(dest, **self._snapshot_sources())
+        """Write every live record, verified, to a standalone snapshot file; returns how many."""
+        return transfer.export_file(self, dest_path, overwrite=overwrite)
 
     def import_from(self, src_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
-        """Put every mask of an exported file (or another store's snapshot); returns how many were written."""
-        journal = self._check_open()
-        src = Path(src_path)
-        if src.resolve() == self.path.resolve():
-            raise ValueError(f"cannot import {self.path} into itself")
-        wal = src.with_name(src.name + ".wal")
-        if wal.exists() and wal.stat().st_size > len(FILE_MAGIC):
-            raise MaskFileError(
-                f"{src} has a journal {wal} whose masks are not in its snapshot yet; open and close that "
-                "store with MaskFile (which compacts it), or export() it, then import"
-            )
-        with open_snapshot(src) as f:
-            entries = read_entries(f)
-            if not overwrite:
-                clash = sorted(
-                    t
-                    for t, e in entries.items()
-                    if t in self._index
-                    and (self._index.entries[t].checksum, self._index.entries[t].fingerprint)
-                    != (e.checksum, e.fingerprint)
-                )
-                if clash:
-                    raise MaskExistsError(
-                        f"{len(clash)} masks in {src} differ from the ones {self.path} holds under the same id "
-                        f"({clash[:10]}); nothing was imported: pass overwrite=True to replace them"
-                    )
-            count = 0
-            try:
-                for tid, e in sorted(entries.items()):
-                    mask, stored = read_mask(f, e.group) if e.problem is None else (None, "")
-                    if mask is None or mask.checksum != stored:
-                        raise CorruptMaskError(
-                            f"mask {tid!r} in {src} is corrupt ({e.problem or 'checksum mismatch'}); "
-                            f"{count} masks were imported before it"
-                        )
-                    validate_mask(mask)
-                    count += self._put(mask, overwrite=overwrite, sync=False)
-            finally:
-                journal.sync()
+        """Put every mask of an exported file (or another store's snapshot), verified; how many were new."""
+        count = transfer.import_file(self, src_path, overwrite=overwrite)
         self._maybe_compact()
         return count
 
-    def _ids_of(
-        self, fingerprint: str | None, ids: Iterable[str] | None
-    ) -> tuple[str, Base, list[str]] | None:
-        """The base picked, and the ids of its masks to work through (all, or those asked for)."""
-        picked = self._index.pick_base(fingerprint, self.path)
-        if ids is not None:
-            ids = list(ids)
-            for tid in ids:
-                self._checked_entry(tid, picked[0] if picked else fingerprint)
-        if picked is None:
-            return None
-        fp, base = picked
-        if ids is None:
-            ids = sorted(
-                t for t, e in self._index.entries.items() if e.problem is None and e.fingerprint == fp
-            )
-        return fp, base, ids
-
-    def _checked_entry(self, task_id: str, fingerprint: str | None) -> Entry:
-        """The index entry of a task, checked against the base it is used with."""
-        entry = self._entry(task_id)
-        if fingerprint is not None and entry.fingerprint != fingerprint:
-            raise FingerprintMismatchError(
-                f"mask {task_id!r} in {self.path} was learned on base {entry.fingerprint}, not {fingerprint}; "
-                "score or sum only masks of one base"
-            )
-        return entry
-
-    def _rows(self, ids: list[str]) -> np.ndarray:
-        return np.stack([self._reader.packed(t, self._index.entries[t]) for t in ids])
-
-    def mask_sum(
-        self, fingerprint: str | None = None, *, ids: Iterable[str] | None = None, chunk: int = 64
-    ) -> tuple[list[np.ndarray], int]:
-        """(per-layer int32 count of masks keeping each weight, number of masks) for one base (or these ids)."""
-        self._check_open()
-        picked = self._ids_of(fingerprint, ids)
-        if picked is None:
-            return [], 0
-        fp, base, chosen = picked
-        if ids is None:
-            self._ensure_sums()
-            return base.layer_sums(), base.count
-        flat = chunked_packed_sum(chosen, self._rows, num_weights(base.shapes), chunk)
-        return split_layers(flat, list(base.shapes)), len(chosen)
-
-    def query_scores(
-        self,
-        queries: list[np.ndarray] | np.ndarray,
-        chunk: int = 64,
-        *,
-        fingerprint: str | None = None,
-        ids: Iterable[str] | None = None,
-    ) -> tuple[list[str], np.ndarray]:
-        """(ids, (k, Q) scores): sum over layers of <queries[l][q], mask[l]>, reading `chunk` masks at a time."""
-        self._check_open()
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        picked = self._ids_of(fingerprint, ids)
-        if picked is None:
-            return [], np.zeros((0, query_count(queries)))
-        fp, base, chosen = picked
-        flat = flatten_queries(queries, list(base.shapes))
-        out = np.zeros((len(chosen), flat.shape[0]), np.float64)
-        for i in range(0, len(chosen), chunk):
-            out[i : i + chunk] = packed_dot(self._rows(chosen[i : i + chunk]), flat)
-        return chosen, out
-
-    def scores(
-        self,
-        tensors: list[np.ndarray],
-        chunk: int = 64,
-        *,
-        fingerprint: str | None = None,
-        ids: Iterable[str] | None = None,
-    ) -> dict[str, float]:
-        """sum over layers of <tensors[l], mask[l]> for every mask of one base (or these ids), `chunk` at a time."""
-        chosen, values = self.query_scores(
-            [np.asarray(t)[None] for t in tensors], chunk, fingerprint=fingerprint, ids=ids
-        )
-        return dict(zip(chosen, values[:, 0].tolist(), strict=True))
+    def owns(self, path: Path) -> bool:
+        """Whether `path` is one of this store's own files (snapshot, journal or a temporary)."""
+        own = {self.path.resolve(), self._check_open().path.resolve()}
+        return path.resolve() in own or path.name.startswith(f".{self.path.name}.")
 
     def close(self, *, compact: bool = True) -> None:
         """Compact (unless compact=False) and release the files; closing twice is harmless."""
@@ -495,3 +361,24 @@ class MaskFile:
     def __repr__(self) -> str:
         state = "closed" if self._journal is None else f"{len(self._index)} masks"
         return f"MaskFile({str(self.path)!r}, {state})"
+
+    # -- sums and scores over one base (task inference) ----------------------
+
+    def mask_sum(
+        self, fingerprint: str | None = None, *, ids: Iterable[str] | None = None, chunk: int = 64
+    ) -> tuple[list[np.ndarray], int]:
+        """(per-layer int32 count of masks keeping each weight, number of masks), one base (or these ids)."""
+        self._check_open()
+        return self._bank.mask_sum(fingerprint, ids, chunk)
+
+    def query_scores(
+        self,
+        queries: list[np.ndarray] | np.ndarray,
+        chunk: int = 64,
+        *,
+        fingerprint: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """(ids, (k, Q) scores): sum over layers of <queries[l][q], mask[l]>, `chunk` masks at a time."""
+        self._check_open()
+        return self._bank.query_scores(queries, chunk, fingerprint, ids)

@@ -4,10 +4,9 @@ A store at ROOT keeps its layout in ROOT/store.json and shard i's masks in
 ROOT/shard-00i.h5 (plus its journal, ROOT/shard-00i.h5.wal). Partitions, never
 single tasks, move between shards, so resharding touches as few masks as it can.
 
-`reshard_store` moves the masks of moved partitions between shard files
-directly with MaskFile (no Ray: no shard actor may be running). store.json
-also records a reshard in progress: `"pending": {"phase": "copy" | "delete", "layout": ...}`.
-While one is pending the store must not be opened; running the reshard again finishes it.
+store.json also records a reshard in progress (`supermask.store.reshard`):
+`"pending": {"phase": "copy" | "delete", "layout": ...}`. While one is pending
+the store must not be opened; running the reshard again finishes it.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from supermask.core.files import atomic_write
 from supermask.store.errors import MaskFileError
 
 NUM_PARTITIONS = 256
@@ -167,24 +167,13 @@ def layout_file(root: str | os.PathLike[str]) -> Path:
 
 
 def write_state(root: str | os.PathLike[str], state: StoreState) -> None:
-    """Replace store.json atomically (tmp file, fsync, os.replace, fsync the folder)."""
+    """Replace store.json atomically (see `supermask.core.files.atomic_write`)."""
     path = layout_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data: dict = {"version": LAYOUT_VERSION, **state.layout.to_json()}
     if state.pending_phase is not None:
         assert state.pending_layout is not None
         data["pending"] = {"phase": state.pending_phase, "layout": state.pending_layout.to_json()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, json.dumps(data).encode())
 
 
 def read_state(root: str | os.PathLike[str]) -> StoreState | None:
@@ -213,72 +202,33 @@ def read_state(root: str | os.PathLike[str]) -> StoreState | None:
         ) from e
 
 
-def reshard_store(root: str | os.PathLike[str], num_shards: int) -> dict:
-    """Move whole partitions' masks between the shard files at `root` so it has `num_shards` shards.
+def open_layout(root: Path, num_shards: int | None = None) -> StoreLayout:
+    """The layout of the store at `root` for opening it, written first if there is no store yet.
 
-    Phases, each recorded in store.json first: "copy" puts every mask whose shard changes into its new
-    shard file (put is idempotent, so a rerun redoes it harmlessly); the new layout is then written
-    with phase "delete", which removes the old copies and the files of dropped shards. A crash at any
-    point loses nothing, and running this again finishes the job. No process may hold the shard files
-    open (a MaskStore's shard actors do): their write locks make this fail first, changing nothing.
+    StoreLayoutError if a reshard was cut short, or if `num_shards` differs from the store's.
     """
-    root = Path(root)
     state = read_state(root)
     if state is None:
-        raise StoreLayoutError(f"no mask store at {root} (no {layout_file(root)}); nothing to reshard")
-    if state.pending_phase is None:
-        old, new = state.layout, state.layout.reshard(num_shards)
-    else:
-        StoreLayout.initial(num_shards, state.layout.num_partitions)  # refuse a bad number up front
-        pending = state.pending_layout
-        old, new = (state.layout, pending) if state.pending_phase == "copy" else (pending, state.layout)
-        logger.warning("finishing the reshard of %s to %d shards that was cut short", root, new.num_shards)
-    moved = len(moved_partitions(old, new))
-    summary = {"root": str(root), "from": old.num_shards, "to": new.num_shards, "moved_partitions": moved}
-    summary["moved_masks"] = 0 if moved == 0 else _move_masks(root, old, new, state.pending_phase)
-    write_state(root, StoreState(new))
-    logger.info("resharded %s: %s", root, summary)
-    if new.num_shards != num_shards:  # a cut-short reshard to another size was finished first
-        return reshard_store(root, num_shards)
-    return summary
-
-
-def _move_masks(root: Path, old: StoreLayout, new: StoreLayout, phase: str | None) -> int:
-    """Copy, switch the layout, then delete (the phases of reshard_store); returns masks copied."""
-    from supermask.store.maskfile import MaskFile  # the layout maths above needs no HDF5
-
-    files: dict[int, MaskFile] = {}
-    try:
-        for s in range(max(old.num_shards, new.num_shards)):
-            if s < new.num_shards or shard_path(root, s).exists():
-                files[s] = MaskFile(shard_path(root, s))
-    except MaskFileError as e:
-        for f in files.values():
-            f.close(compact=False)
-        raise type(e)(f"{e}. Close every MaskStore on {root} before resharding; nothing was changed") from e
-    copied = 0
-    try:
-        if phase != "delete":
-            write_state(root, StoreState(old, "copy", new))
-            for s, f in files.items():
-                for tid in f.list():
-                    if new.shard_of(tid) != s:
-                        copied += files[new.shard_of(tid)].put(f.get(tid))
-            write_state(root, StoreState(new, "delete", old))
-        for s, f in files.items():
-            for tid in f.list():
-                owner = new.shard_of(tid)
-                if owner != s and tid not in files[owner]:
-                    raise MaskFileError(
-                        f"mask {tid!r} is missing from {files[owner].path}; it was kept in {f.path}"
-                    )
-                if owner != s and s < new.num_shards:
-                    f.delete(tid)
-    finally:
-        for s, f in files.items():
-            f.close(compact=s < new.num_shards)
-    for s in files:
-        if s >= new.num_shards:  # every mask of a dropped shard is in its new shard (checked above)
-            for p in (shard_path(root, s), Path(f"{shard_path(root, s)}.wal")):
-                p.unlink(missing_ok=True)
-    return copied
+        stray = sorted(p.name for p in root.glob("shard-*.h5"))
+        if stray:
+            raise StoreLayoutError(
+                f"{root} holds shard files ({', '.join(stray[:5])}) but no {layout_file(root).name}, so "
+                "which shard owns which task is unknown; restore it from a backup, or move the shard "
+                "files aside and import them into a new store with MaskFile.import_from"
+            )
+        state = StoreState(StoreLayout.initial(num_shards or 1))
+        write_state(root, state)
+        logger.info("created a mask store at %s with %d shard(s)", root, state.layout.num_shards)
+    if state.pending_phase is not None:
+        target = state.pending_layout if state.pending_phase == "copy" else state.layout
+        raise StoreLayoutError(
+            f"a reshard of {root} to {target.num_shards} shards was cut short; nothing is lost: "
+            f"finish it with `supermask store reshard {root} {target.num_shards}`, then open the store"
+        )
+    if num_shards is not None and num_shards != state.layout.num_shards:
+        raise StoreLayoutError(
+            f"{root} has {state.layout.num_shards} shards, not {num_shards}: to change that, close every "
+            f"MaskStore on it and run `supermask store reshard {root} {num_shards}` (or open it with "
+            "num_shards=None to use it as it is)"
+        )
+    return state.layout

@@ -1,4 +1,8 @@
-"""Reading masks back from wherever a mask file's index says they live, verifying every one."""
+"""Reading records back from wherever a mask file's index says they live, verifying every one.
+
+A whole record is checked against its record checksum (every field, every array); reads that need
+only the bits (scoring, sums) check the bits checksum.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from supermask.core.packing import TaskMask, checksum
-from supermask.store.errors import CorruptJournalError, CorruptMaskError
+from supermask.core.packing import TaskMask, bits_checksum
+from supermask.store.errors import CorruptJournalError, CorruptMaskError, WrongKindError
 from supermask.store.index import Entry
 from supermask.store.journal import Journal, decode_put
-from supermask.store.snapshot import read_mask
+from supermask.store.records import KIND_MASK, record_problem
+from supermask.store.snapshot import read_mask, read_packed
 from supermask.store.validation import num_weights
 
 
 class MaskReader:
-    """Reads masks from the snapshot or the journal and checks each against its checksum and shapes."""
+    """Reads masks from the snapshot or the journal and checks each against its checksums and shapes."""
 
     def __init__(self, path: Path, journal: Journal) -> None:
         self.path = path
@@ -33,6 +38,11 @@ class MaskReader:
         """(mask, None) if it reads back whole and verified, else (None, what is wrong)."""
         if entry.problem is not None:
             return None, entry.problem
+        if entry.info.kind != KIND_MASK:
+            return None, (
+                f"a record of kind {entry.info.kind!r}, which this version of supermask cannot read "
+                "or check: upgrade supermask to verify it"
+            )
         try:
             if entry.group is not None:
                 mask, stored = read_mask(self.snap, entry.group)
@@ -40,49 +50,74 @@ class MaskReader:
                 mask, stored = decode_put(self.journal.read(entry.offset, entry.length))
         except CorruptJournalError as e:
             return None, str(e)
-        except (OSError, KeyError, ValueError, TypeError) as e:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
             return None, f"cannot be read ({type(e).__name__}: {e})"
-        actual = mask.checksum
-        if actual != stored or actual != entry.checksum:
-            return None, f"checksum mismatch: recorded {stored}, its packed bits hash to {actual}"
+        if mask.task_id != tid:
+            return None, f"the record holds task {mask.task_id!r}"
+        problem = record_problem(mask, stored)
+        if problem is not None:
+            return None, problem
+        if stored["checksum"] != entry.info.checksum:
+            return None, f"the record changed since the file was opened (checksum {stored['checksum']})"
         need = (num_weights(mask.layer_shapes) + 7) // 8
         if mask.packed.size != need:
             return (
                 None,
                 f"packed has {mask.packed.size} bytes but layer shapes {mask.layer_shapes} need {need}",
             )
-        if mask.task_id != tid:
-            return None, f"record holds task {mask.task_id!r}"
         return mask, None
 
     def corrupt(self, tid: str, entry: Entry, problem: str) -> CorruptMaskError:
-        """The error for a damaged mask: where it is, what is wrong, what to do."""
+        """The error for a damaged record: where it is, what is wrong, what to do."""
         return CorruptMaskError(
-            f"mask {tid!r} in {self.where(entry)} is corrupt: {problem}. Delete it with "
-            f"delete({tid!r}) and learn the task again, or restore {self.path} from a backup; "
-            "verify() lists every damaged mask"
+            f"mask {tid!r} in {self.where(entry)} is corrupt: {problem}. Nothing else is affected: delete "
+            f"it with delete({tid!r}) and learn the task again, or restore {self.path} from a backup; "
+            "`supermask store verify` lists every damaged mask"
         )
 
+    def check_kind(self, tid: str, entry: Entry) -> None:
+        """Refuse a readable record of another kind (e.g. trained weights) where a mask is asked for."""
+        if entry.problem is None and entry.info.kind != KIND_MASK:
+            raise WrongKindError(
+                f"task {tid!r} in {self.where(entry)} holds a record of kind {entry.info.kind!r}, not a "
+                f"mask, and is never returned as one; read it with the API for {entry.info.kind!r} "
+                "records (`supermask store ls` shows each record's kind)"
+            )
+
     def load(self, tid: str, entry: Entry) -> TaskMask:
-        """The verified mask, or CorruptMaskError."""
+        """The verified mask, or WrongKindError / CorruptMaskError."""
+        self.check_kind(tid, entry)
         mask, problem = self.read(tid, entry)
         if mask is None:
             raise self.corrupt(tid, entry, problem)
         return mask
 
     def packed(self, tid: str, entry: Entry) -> np.ndarray:
-        """Only the verified packed bits (cheaper than a whole mask for snapshot entries)."""
+        """Only the packed bits, checked against the bits checksum (cheaper than a whole record)."""
+        self.check_kind(tid, entry)
         if entry.group is None or entry.problem is not None:
             return self.load(tid, entry).packed
         try:
-            packed = np.asarray(self.snap["masks"][entry.group]["packed"][()], dtype=np.uint8)
+            packed = read_packed(self.snap, entry.group)
         except (OSError, KeyError) as e:
             raise self.corrupt(tid, entry, f"cannot be read ({e})") from e
-        if checksum(packed) != entry.checksum or packed.size != (num_weights(entry.layer_shapes) + 7) // 8:
-            raise self.corrupt(tid, entry, f"checksum mismatch: recorded {entry.checksum}")
+        actual = bits_checksum(packed)
+        if (
+            actual != entry.info.bits_checksum
+            or packed.size != (num_weights(entry.info.layer_shapes) + 7) // 8
+        ):
+            raise self.corrupt(
+                tid,
+                entry,
+                f"bits checksum mismatch: recorded {entry.info.bits_checksum}, the bits hash to {actual}",
+            )
         return packed
 
     def verified_group(self, tid: str, entry: Entry) -> str:
-        """The snapshot group of an entry, after checking its bits (so damage is never copied along)."""
-        self.packed(tid, entry)
+        """The snapshot group of a record, after checking the whole of it (so damage is never copied along).
+
+        A record of another kind is copied as it is: this version cannot check it, and must not lose it.
+        """
+        if entry.problem is not None or entry.info.kind == KIND_MASK:
+            self.load(tid, entry)
         return entry.group

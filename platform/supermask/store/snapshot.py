@@ -1,22 +1,28 @@
 """The HDF5 snapshot of a mask file: its layout, atomic writing, and reading with plain h5py.
 
-Layout (readable by anyone with h5py):
+Layout, format version 2 (readable by anyone with h5py and json):
 
-    /                     attrs: format="supermask-maskfile", format_version=1
-    /masks/<task id>/     attrs: task_id, layer_names, layer_shapes (JSON), layer_density,
-                                 base_fingerprint, metrics (JSON), created, checksum, density,
-                                 format_version
+    /                     attrs: format="supermask-maskfile", format_version=2
+    /masks/<task id>/     attrs: meta, a JSON object with every field of the record:
+                                 task_id, kind ("mask"), layer_names, layer_shapes,
+                                 layer_density, density, base_fingerprint, metrics,
+                                 provenance, created, checksum (TaskMask.checksum: the
+                                 whole record), bits_checksum (the packed bits alone),
+                                 parts (a short digest per field and per array)
         packed            uint8, np.packbits of all layers' masks concatenated
         bn/<stat name>    one dataset per BatchNorm statistic, dtype as learned
 
-The group of the task ids "." and ".." (which HDF5 cannot or should not name) is
-"%2E" / "%2E%2E"; the `task_id` attribute is always the real id.
+e.g. `json.loads(h5py.File(p)["masks/t2"].attrs["meta"])["provenance"]`. One attribute per
+record, not one per field: reading a snapshot's index (on every shard start) costs one
+attribute read per record. The group of the task ids "." and ".." (which HDF5 cannot or
+should not name) is "%2E" / "%2E%2E"; meta["task_id"] is always the real id. Version 1
+files (an attribute per field, a checksum over the bits only) are refused with the
+command that migrates them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +30,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from supermask.core.files import atomic_write
 from supermask.core.packing import TaskMask
-from supermask.store.errors import NotAMaskFileError
+from supermask.store.errors import NotAMaskFileError, OldFormatError
+from supermask.store.records import FORMAT_VERSION, RecordInfo, changed_fields, mask_from_meta, mask_meta
 
 FORMAT = "supermask-maskfile"
-FORMAT_VERSION = 1
 _EXPECTED = f"an HDF5 supermask mask file (root attribute format={FORMAT!r})"
 
 
@@ -39,149 +46,125 @@ def group_name(task_id: str) -> str:
 
 @dataclass(frozen=True)
 class SnapshotEntry:
-    """What the index keeps about a mask in the snapshot; `problem` is set if its metadata is unreadable."""
+    """What the index keeps about a record in the snapshot; `problem` is set if its metadata is bad."""
 
     group: str
-    checksum: str = ""
-    fingerprint: str = ""
-    layer_shapes: tuple[tuple[int, ...], ...] = ()
-    nbytes: int = 0
+    info: RecordInfo | None = None
     problem: str | None = None
 
 
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename inside it is durable."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_snapshot(path: Path) -> h5py.File:
-    """Open a snapshot read-only, refusing anything that is not a supermask mask file."""
+def format_version(path: Path) -> int:
+    """The format_version of a supermask snapshot (NotAMaskFileError for anything else)."""
     if not h5py.is_hdf5(path):
         raise NotAMaskFileError(
             f"{path} is not an HDF5 file; expected {_EXPECTED}. It was left untouched: "
             "move it aside or choose another path"
         )
     try:
-        f = h5py.File(path, "r")
+        with h5py.File(path, "r") as f:
+            fmt, version, has_masks = f.attrs.get("format"), f.attrs.get("format_version"), "masks" in f
     except OSError as e:
         raise NotAMaskFileError(f"{path} cannot be opened as HDF5 ({e}); expected {_EXPECTED}") from e
-    fmt = f.attrs.get("format")
-    version = f.attrs.get("format_version")
-    if fmt != FORMAT or "masks" not in f:
-        f.close()
+    if fmt != FORMAT or not has_masks or version is None:
         raise NotAMaskFileError(
             f"{path} is an HDF5 file but not a supermask mask file (format attribute {fmt!r}); expected "
             f"{_EXPECTED}. It was left untouched: move it aside or choose another path"
         )
-    if version is None or int(version) > FORMAT_VERSION:
-        f.close()
+    return int(version)
+
+
+def open_snapshot(path: Path) -> h5py.File:
+    """Open a snapshot read-only, refusing anything that is not a current supermask mask file."""
+    version = format_version(path)
+    if version < FORMAT_VERSION:
+        raise OldFormatError.of(path, version, FORMAT_VERSION)
+    if version > FORMAT_VERSION:
         raise NotAMaskFileError(
-            f"{path} has mask-file format_version {version}; this supermask reads up to {FORMAT_VERSION}: "
+            f"{path} has mask-file format_version {version}; this supermask reads {FORMAT_VERSION}: "
             "upgrade supermask to read it"
         )
-    return f
+    return h5py.File(path, "r")
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _meta(g: h5py.Group) -> dict:
+    value = g.attrs["meta"]
+    return json.loads(value.decode() if isinstance(value, bytes) else value)
 
 
 def read_entries(f: h5py.File) -> dict[str, SnapshotEntry]:
-    """task id -> SnapshotEntry for every mask group in an open snapshot."""
+    """task id -> SnapshotEntry for every record of an open snapshot, its fields checked by their digests."""
     out: dict[str, SnapshotEntry] = {}
     for name, g in f["masks"].items():
+        task_id = "." if name == "%2E" else ".." if name == "%2E%2E" else name
         try:
-            a = g.attrs
-            out[_text(a["task_id"])] = SnapshotEntry(
-                group=name,
-                checksum=_text(a["checksum"]),
-                fingerprint=_text(a["base_fingerprint"]),
-                layer_shapes=tuple(tuple(s) for s in json.loads(_text(a["layer_shapes"]))),
-                nbytes=int(g["packed"].shape[0]),
-            )
-        except (KeyError, ValueError, TypeError, OSError) as e:
-            task_id = _text(g.attrs.get("task_id", name))
-            out[task_id] = SnapshotEntry(
-                group=name, problem=f"unreadable metadata in group /masks/{name}: {e}"
-            )
+            meta = _meta(g)
+            changed = changed_fields(meta, meta["parts"])
+            if meta["task_id"] != task_id:
+                changed.append(f"task_id (it says {meta['task_id']!r})")
+            info = RecordInfo.from_meta(meta, g["packed"].shape[0])
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as e:
+            out[task_id] = SnapshotEntry(name, problem=f"unreadable metadata ({type(e).__name__}: {e})")
+            continue
+        if changed:
+            problem = f"metadata changed since it was written: {', '.join(changed)}"
+            out[task_id] = SnapshotEntry(name, problem=problem)
+        else:
+            out[task_id] = SnapshotEntry(name, info)
     return out
 
 
-def read_mask(f: h5py.File, group: str) -> tuple[TaskMask, str]:
-    """(TaskMask, the checksum recorded when it was written) for one group."""
+def read_mask(f: h5py.File, group: str) -> tuple[TaskMask, dict]:
+    """(TaskMask, its stored digests {checksum, bits_checksum, parts}) for one mask record."""
     g = f["masks"][group]
-    a = g.attrs
-    bn = {name: ds[()] for name, ds in g["bn"].items()} if "bn" in g else {}
-    mask = TaskMask(
-        task_id=_text(a["task_id"]),
-        packed=np.asarray(g["packed"][()], dtype=np.uint8),
-        layer_names=[_text(n) for n in a["layer_names"]],
-        layer_shapes=[tuple(s) for s in json.loads(_text(a["layer_shapes"]))],
-        layer_density=[float(d) for d in a["layer_density"]],
-        base_fingerprint=_text(a["base_fingerprint"]),
-        bn_stats={k: np.asarray(v) for k, v in bn.items()},
-        metrics=json.loads(_text(a["metrics"])),
-        created=float(a["created"]),
-    )
-    return mask, _text(a["checksum"])
+    meta = _meta(g)
+    bn = {name: np.asarray(ds[()]) for name, ds in g["bn"].items()} if "bn" in g else {}
+    mask = mask_from_meta(meta, np.asarray(g["packed"][()], dtype=np.uint8), bn)
+    return mask, {k: meta.get(k) for k in ("checksum", "bits_checksum", "parts")}
 
 
-def _write_mask(root: h5py.Group, mask: TaskMask) -> None:
+def read_packed(f: h5py.File, group: str) -> np.ndarray:
+    """Only the packed bits of one record."""
+    return np.asarray(f["masks"][group]["packed"][()], dtype=np.uint8)
+
+
+def write_mask(root: h5py.Group, mask: TaskMask) -> None:
+    """Write one mask record as a new group under /masks."""
     g = root.create_group(group_name(mask.task_id))
     g.create_dataset("packed", data=np.ascontiguousarray(mask.packed, dtype=np.uint8))
     if mask.bn_stats:
         bn = g.create_group("bn")
         for name, arr in mask.bn_stats.items():
             bn.create_dataset(name, data=np.asarray(arr))
-    a = g.attrs
-    a["task_id"] = mask.task_id
-    a["layer_names"] = np.array(list(mask.layer_names), dtype=h5py.string_dtype())
-    a["layer_shapes"] = json.dumps([list(s) for s in mask.layer_shapes])
-    a["layer_density"] = np.asarray(mask.layer_density, dtype=np.float64)
-    a["base_fingerprint"] = mask.base_fingerprint
-    a["metrics"] = json.dumps(mask.metrics)
-    a["created"] = float(mask.created)
-    a["checksum"] = mask.checksum
-    a["density"] = mask.density
-    a["format_version"] = FORMAT_VERSION
+    g.attrs["meta"] = json.dumps(mask_meta(mask), separators=(",", ":"))
+
+
+def start_snapshot(f: h5py.File) -> h5py.Group:
+    """Write the root attributes of a new, empty snapshot file; returns its /masks group."""
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    return f.create_group("masks")
 
 
 def write_snapshot(
     path: Path, masks: Iterable[TaskMask] = (), copies: Iterable[tuple[h5py.File, str]] = ()
 ) -> int:
-    """Atomically (re)write `path`: PATH.tmp, fsync, rename, fsync dir. Returns the number of masks.
+    """Atomically (re)write `path` with these records; returns how many.
 
     `copies` are (snapshot, group) pairs copied whole by HDF5, an order of magnitude
     faster than reading and rewriting them; `masks` are written from memory.
     """
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            root = f.create_group("masks")
+            root = start_snapshot(f)
             for src, group in copies:
                 src["masks"].copy(src["masks"][group], root, name=group)
                 count += 1
             for mask in masks:
-                _write_mask(root, mask)
+                write_mask(root, mask)
                 count += 1
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+
+    atomic_write(path, write)
     return count

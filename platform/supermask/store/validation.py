@@ -55,11 +55,21 @@ def validate_mask(mask: TaskMask) -> None:
             raise ValueError(f"{where}: BN statistic name {name!r} must be a non-empty string without '/'")
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufc":
             raise ValueError(f"{where}: BN statistic {name!r} must be a numeric numpy array, got {type(arr)}")
-    try:
-        json.dumps(mask.metrics)
-    except (TypeError, ValueError) as e:
+    for name in ("metrics", "provenance"):
+        value = getattr(mask, name)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: {name} must be a dict, got {type(value).__name__}")
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"{where}: {name} must be JSON-serialisable with string keys ({e}); convert numpy "
+                "values with float() or .tolist()"
+            ) from e
+    if mask.provenance and not isinstance(mask.provenance.get("hash"), str):
         raise ValueError(
-            f"{where}: metrics must be JSON-serialisable ({e}); convert numpy values with float()"
-        ) from e
+            f"{where}: provenance must be empty or hold a string 'hash' (and its 'fields'), "
+            f"got keys {sorted(mask.provenance)}"
+        )
     if not isinstance(mask.created, float | int) or not math.isfinite(mask.created):
         raise ValueError(f"{where}: created must be finite unix seconds, got {mask.created!r}")

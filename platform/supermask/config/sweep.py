@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
-import inspect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -20,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from supermask.core.masks import MASK_METHODS
-from supermask.spec import Spec, SpecError, _build, _choices, _range, apply_overrides, spec_from_dict
+from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
+from supermask.config.spec import Spec, spec_from_dict
+from supermask.core.fields import choices, in_range
 
 ALGORITHMS = ("random", "grid", "optuna", "hyperopt")
 OPTIONAL_ALGORITHMS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # algorithm -> module (and extra)
@@ -37,16 +37,16 @@ _DISTRIBUTION_HELP = (
 
 @dataclass
 class SchedulerSpec:
-    name: str = field(default="asha", metadata=_choices(*SCHEDULERS))
-    grace_period: int = field(default=1, metadata=_range(1))  # epochs before ASHA may stop a trial
-    max_t: int | None = field(default=None, metadata=_range(1))  # None: the most epochs a trial can have
-    reduction_factor: float = field(default=2.0, metadata=_range(1.0, lo_open=True))
+    name: str = field(default="asha", metadata=choices(*SCHEDULERS))
+    grace_period: int = field(default=1, metadata=in_range(1))  # epochs before ASHA may stop a trial
+    max_t: int | None = field(default=None, metadata=in_range(1))  # None: the most epochs a trial can have
+    reduction_factor: float = field(default=2.0, metadata=in_range(1.0, lo_open=True))
 
 
 @dataclass
 class ResourcesSpec:
-    cpu: float = field(default=1.0, metadata=_range(0.0))
-    gpu: float = field(default=0.0, metadata=_range(0.0))
+    cpu: float = field(default=1.0, metadata=in_range(0.0))
+    gpu: float = field(default=0.0, metadata=in_range(0.0))
 
 
 @dataclass
@@ -54,15 +54,15 @@ class SweepSpec:
     name: str = "sweep"
     base_spec: str | None = None  # a task spec, relative to the sweep file's folder, its parent or cwd
     set: dict = field(default_factory=dict)  # overrides of the base spec: {field.path: value}
-    num_tasks: int = field(default=3, metadata=_range(1))  # tasks each trial learns
-    validation_fraction: float = field(default=0.2, metadata=_range(0.0, 1.0, lo_open=True))
+    num_tasks: int = field(default=3, metadata=in_range(1))  # tasks each trial learns
+    validation_fraction: float = field(default=0.2, metadata=in_range(0.0, 1.0, lo_open=True))
     search_space: dict = field(default_factory=dict)  # {field.path: {distribution: args}}
-    algorithm: str = field(default="random", metadata=_choices(*ALGORITHMS))
+    algorithm: str = field(default="random", metadata=choices(*ALGORITHMS))
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    metric: str = field(default="val_accuracy", metadata=_choices(*METRICS))
-    density_budget: float | None = field(default=None, metadata=_range(0.0, 1.0, lo_open=True))
-    num_samples: int = field(default=1, metadata=_range(1))
-    max_concurrent: int | None = field(default=None, metadata=_range(1))
+    metric: str = field(default="val_accuracy", metadata=choices(*METRICS))
+    density_budget: float | None = field(default=None, metadata=in_range(0.0, 1.0, lo_open=True))
+    num_samples: int = field(default=1, metadata=in_range(1))
+    max_concurrent: int | None = field(default=None, metadata=in_range(1))
     resources_per_trial: ResourcesSpec = field(default_factory=ResourcesSpec)
     seed: int = 0
     out: str | None = None  # default runs/sweeps/<name>
@@ -108,6 +108,9 @@ class Sweep:
         data["stream"]["num_tasks"] = self.spec.num_tasks
         data["data"]["validation_fraction"] = self.spec.validation_fraction
         data["name"] = f"{self.name}-trial"
+        resources = self.spec.resources_per_trial
+        data["run"]["threads_per_worker"] = max(1, int(resources.cpu))
+        data["run"]["use_gpu"] = resources.gpu > 0
         return data
 
     def trial_spec(self, config: dict) -> Spec:
@@ -235,18 +238,6 @@ def _parse_distribution(path: str, value: Any) -> Distribution:
     return Distribution(kind, (float(lo), float(hi)))
 
 
-def _check_mask_options(spec: Spec, where: str) -> None:
-    """Every mask.options key must be a keyword the mask method takes."""
-    params = inspect.signature(MASK_METHODS.get(spec.mask.method).__init__).parameters
-    allowed = [k for k in params if k not in ("self", "shapes", "density", "seed")]
-    for key in spec.mask.options:
-        if key not in allowed:
-            raise SpecError(
-                f"{where}: mask.options.{key} is not an option of mask method {spec.mask.method!r}; "
-                f"allowed: {', '.join(allowed) or 'none'}"
-            )
-
-
 def _check_dimension(path: str, dist: Distribution, trial_base: dict) -> None:
     where = f"search_space.{path}"
     section = path.split(".")[0]
@@ -258,10 +249,9 @@ def _check_dimension(path: str, dist: Distribution, trial_base: dict) -> None:
     values = dist.points() if dist.kind != "randint" else [dist.values[0], dist.values[1]]
     for value in values:
         try:
-            spec = _with_config(trial_base, {path: value})
+            _with_config(trial_base, {path: value})
         except SpecError as e:
             raise SpecError(f"{where}: {dist.kind} value {value!r} is not allowed: {e}") from None
-        _check_mask_options(spec, where)
 
 
 def installed(module: str) -> bool:
@@ -338,7 +328,6 @@ def _load_base(spec: SweepSpec, origin: Path | None) -> tuple[Path, dict]:
         base = spec_from_dict(data)
     except SpecError as e:
         raise SpecError(f"base_spec {spec.base_spec} with set: {e}") from None
-    _check_mask_options(base, f"base_spec {spec.base_spec}")
     return path, base.to_dict()
 
 
@@ -352,7 +341,7 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
             if value is not None:  # null drops a dimension: --set search_space.search.lr=null
                 space[path] = value
         data["search_space"] = space
-    spec = _build(SweepSpec, data, "")
+    spec = build(SweepSpec, data, "")
     if not spec.base_spec:
         raise SpecError(
             "base_spec: missing; name the task spec to sweep, e.g. base_spec: tasks/synthetic.yaml"
@@ -387,15 +376,7 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     """Read a sweep YAML file, apply `--set` overrides and validate it (and its base spec)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"sweep file {str(path)!r} does not exist; pass a path such as tuning/quick.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
-    if data is not None and not isinstance(data, dict):
-        raise SpecError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
-    data = dict(data or {})
+    data = read_yaml(path, "sweep", "tuning/quick.yaml")
     data.setdefault("name", path.stem)
     return sweep_from_dict(apply_overrides(data, list(overrides)), origin=path.resolve().parent)
 

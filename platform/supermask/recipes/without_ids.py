@@ -19,12 +19,11 @@ import torch
 
 from supermask.core.inference import mean_masks
 from supermask.core.mask_bank import PackedMasks
-from supermask.core.nns import NNsConfig, NNsResult, learn_without_ids
+from supermask.core.nns import NNsResult, learn_without_ids
 from supermask.core.packing import TaskMask
-from supermask.data import Stream
-from supermask.learn import make_base, make_search_config, make_stream
-from supermask.spec import Spec
-from supermask.task_inference import InferenceOutcome, evaluate_inference, make_inference_config
+from supermask.recipes.recipe import Workbench
+from supermask.recipes.results import InferenceOutcome
+from supermask.recipes.task_inference import evaluate_inference
 
 
 @dataclass
@@ -63,61 +62,49 @@ class NNsRun:
         }
 
 
-def make_nns_config(spec: Spec) -> NNsConfig:
-    """The NNs settings of a spec."""
-    n = spec.nns
-    return NNsConfig(
-        check_every=n.check_every,
-        epsilon=n.epsilon,
-        min_candidates=n.min_candidates,
-        max_masks=n.max_masks,
-        objective=spec.inference.objective,
-        chunk=spec.inference.chunk,
-    )
-
-
 def unlabeled_batches(
-    spec: Spec, stream: Stream, batch_tasks: list[int]
+    bench: Workbench, batch_tasks: list[int]
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The stream's training data as (x, y) batches, task after task, appending each batch's true task to `batch_tasks`."""
-    size = spec.search.batch_size
-    for t in range(stream.num_tasks):
-        task = stream.task(t)
+    search = bench.recipe.search
+    size = search.batch_size
+    for t in range(bench.recipe.stream.num_tasks):
+        task = bench.task(t)
         n = len(task.train_x)
         per_epoch = math.ceil(n / size)
-        steps = spec.search.iterations or (spec.search.epochs or 1) * per_epoch
+        steps = search.iterations or (search.epochs or 1) * per_epoch
         for step in range(steps):
             epoch, position = divmod(step, per_epoch)
-            generator = torch.Generator().manual_seed(spec.search.seed * 1_000_003 + t * 1_009 + epoch)
+            generator = torch.Generator().manual_seed(search.seed * 1_000_003 + t * 1_009 + epoch)
             order = torch.randperm(n, generator=generator)
             idx = order[position * size : (position + 1) * size]
             batch_tasks.append(t)
             yield task.train_x[idx], task.train_y[idx]
 
 
-def learn_and_evaluate_nns(
-    spec: Spec, device: str = "cpu", on_task: Callable[[int], None] | None = None
-) -> NNsRun:
-    """Learn the spec's stream without task ids, then evaluate every task with inferred masks."""
+def learn_and_evaluate_nns(bench: Workbench, on_task: Callable[[int], None] | None = None) -> NNsRun:
+    """Learn the recipe's stream without task ids, then evaluate every task with inferred masks."""
     started = time.perf_counter()
-    stream = make_stream(spec)
-    base = make_base(spec, stream, device)
+    recipe, base, device = bench.recipe, bench.base, bench.device
     batch_tasks: list[int] = []
     learned = learn_without_ids(
         base,
-        unlabeled_batches(spec, stream, batch_tasks),
-        make_search_config(spec),
-        make_nns_config(spec),
-        stream.num_classes,
-        id_prefix=f"{stream.name}-nns",
+        unlabeled_batches(bench, batch_tasks),
+        recipe.mask,
+        recipe.search,
+        recipe.nns,
+        recipe.num_classes,
+        inference=recipe.inference,
+        id_prefix=f"{recipe.stream.name}-nns",
         device=device,
     )
+    for mask in learned.masks:
+        mask.provenance = dict(recipe.provenance)
     run = NNsRun(learned.masks, learned, batch_tasks)
     bank = PackedMasks(learned.masks)
     mean, _ = mean_masks(bank, base.fingerprint, device=device)
-    config = make_inference_config(spec)
-    for t in range(stream.num_tasks):
-        task = stream.task(t)
+    for t in range(recipe.stream.num_tasks):
+        task = bench.task(t)
         run.outcomes.append(
             evaluate_inference(
                 base,
@@ -125,9 +112,9 @@ def learn_and_evaluate_nns(
                 task.test_x.to(device),
                 task.test_y.to(device),
                 task.task_id,
-                config,
-                num_classes=stream.num_classes,
-                batch_size=spec.inference.batch_size,
+                recipe.inference,
+                num_classes=recipe.num_classes,
+                batch_size=recipe.inference.batch_size,
                 unshared=False,
                 index=t,
                 mean=mean,

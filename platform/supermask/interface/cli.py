@@ -1,12 +1,13 @@
-"""The `supermask` command."""
+"""The `supermask` command: learn task streams, infer tasks, sweep settings, inspect stores."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
+
+from supermask.interface.store_commands import add_store_parser, run_store_command
 
 log = logging.getLogger("supermask")
 
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", type=Path, help="task-stream spec (YAML), e.g. tasks/permuted_mnist.yaml")
     _add_common(run)
     run.add_argument("--check", action="store_true", help="validate the spec, print it resolved, and exit")
+    run.add_argument(
+        "--relearn",
+        action="store_true",
+        help="delete stored masks and checkpoints made with other settings than this spec, and learn them again",
+    )
 
     infer = sub.add_parser("infer", help="evaluate task inference (GNs/GNu) on the masks of a stored run")
     infer.add_argument(
@@ -49,50 +55,41 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(tune)
     tune.add_argument("--check", action="store_true", help="validate the sweep, print it resolved, and exit")
 
-    store = sub.add_parser("store", help="inspect, verify and export a mask store")
-    store_sub = store.add_subparsers(dest="store_command", required=True)
-    for name, help_text in (
-        ("ls", "list the stored masks"),
-        ("info", "summary of the store"),
-        ("verify", "re-read every mask and check its checksum; exit 1 on any problem"),
-    ):
-        p = store_sub.add_parser(name, help=help_text)
-        p.add_argument("path", type=Path, help="an HDF5 store file, or a run folder holding store/")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-    export = store_sub.add_parser("export", help="write the store's masks into one standalone HDF5 file")
-    export.add_argument("path", type=Path)
-    export.add_argument("dest", type=Path)
-    reshard = store_sub.add_parser(
-        "reshard", help="move whole partitions between shard files so a store has N shards (store closed)"
-    )
-    reshard.add_argument("path", type=Path, help="the store folder (holding store.json)")
-    reshard.add_argument("num_shards", type=int, help="the new number of shards")
+    add_store_parser(sub)
     return parser
 
 
-def _store_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = (
-            sorted((path / "store").glob("*.h5")) if (path / "store").is_dir() else sorted(path.glob("*.h5"))
-        )
-        if not files:
-            raise FileNotFoundError(f"no store files (*.h5) under {path}; pass a run folder or a store file")
-        return files
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass a run folder or a store file")
-    return [path]
+def _resolved(spec) -> tuple[object, str]:
+    """The spec resolved into a Recipe, and the lines `--check` prints about what resolving decided."""
+    from supermask.recipes.recipe import Recipe
+
+    recipe = Recipe.from_spec(spec)
+    lines = [
+        f"# resolved: data.source {recipe.data.source} ({recipe.data_source})",
+        f"# resolved: base.input_shape {list(recipe.base.input_shape)}, base.num_outputs {recipe.base.num_outputs}, "
+        f"{recipe.num_weights:,} masked weights",
+        f"# resolved: base fingerprint {recipe.base_fingerprint}, provenance {recipe.provenance['hash']}",
+    ]
+    return recipe, "\n".join(lines)
 
 
 def _cmd_run(args) -> int:
-    from supermask.report import write_report
+    from supermask.config.spec import dump_spec, load_spec
+    from supermask.interface.report import write_report
     from supermask.runtime.job import run_job
     from supermask.runtime.session import ray_session
-    from supermask.spec import dump_spec, load_spec
 
     spec = load_spec(args.spec, args.overrides)
     if args.check:
-        print(dump_spec(spec), end="")
+        from supermask.data import DatasetUnavailable
+
+        try:
+            resolved = _resolved(spec)[1]
+        except DatasetUnavailable as e:
+            resolved = f"# not resolved (the data is not here): {e}"
+        print(dump_spec(spec) + resolved)
         return 0
+    recipe = _resolved(spec)[0]
     out_dir = args.out or Path(spec.run.out or Path("runs") / spec.name)
     print(
         f"supermask run: {spec.name}: {spec.stream.num_tasks} tasks of {spec.stream.name} "
@@ -100,7 +97,7 @@ def _cmd_run(args) -> int:
         flush=True,
     )
     with ray_session(args.address):
-        result = run_job(spec, out_dir, progress=not args.no_progress)
+        result = run_job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
     results = write_report(spec, result, out_dir)
     for t in results["tasks"]:
         acc = "failed: " + t["error"] if t["error"] else f"{t['accuracy']:.4f}"
@@ -109,6 +106,11 @@ def _cmd_run(args) -> int:
     print(
         f"average accuracy ({spec.run.scenario}): {avg:.4f}" if avg is not None else "no task was evaluated"
     )
+    if results.get("avg_accuracy_all_outputs") is not None and recipe.base.num_outputs > recipe.num_classes:
+        print(
+            f"average accuracy, argmax over all {recipe.base.num_outputs} outputs (as SupSup's code scores it): "
+            f"{results['avg_accuracy_all_outputs']:.4f}"
+        )
     _print_inference(results)
     print(f"data: {results['data_source']}; {results['seconds']:.1f} s")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
@@ -136,10 +138,11 @@ def _print_inference(results: dict) -> None:
 
 
 def _cmd_infer(args) -> int:
-    from supermask.report import write_report
+    from supermask.config.spec import load_spec
+    from supermask.interface.report import write_report
+    from supermask.recipes.recipe import Recipe
     from supermask.runtime.inference_job import run_inference, store_root
     from supermask.runtime.session import ray_session
-    from supermask.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     root = store_root(args.store)
@@ -148,6 +151,7 @@ def _cmd_infer(args) -> int:
             f"scenario {spec.run.scenario} in the spec: evaluating GNu (--set run.scenario=GNs for shared labels)"
         )
         spec.run.scenario = "GNu"
+    recipe = Recipe.from_spec(spec)
     out_dir = args.out or (root.parent if root.name == "store" else root) / f"infer-{spec.run.scenario}"
     print(
         f"supermask infer: {spec.stream.num_tasks} tasks of {spec.stream.name}, scenario {spec.run.scenario}, "
@@ -155,7 +159,7 @@ def _cmd_infer(args) -> int:
         flush=True,
     )
     with ray_session(args.address):
-        result = run_inference(spec, root, progress=not args.no_progress)
+        result = run_inference(recipe, root, progress=not args.no_progress)
     results = write_report(spec, result, out_dir)
     for t in results["tasks"]:
         print(
@@ -168,10 +172,10 @@ def _cmd_infer(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    from supermask.config.sweep import dump_sweep, load_sweep
+    from supermask.interface.sweep_report import write_sweep_report
     from supermask.runtime.session import ray_session
     from supermask.runtime.tune_job import run_sweep
-    from supermask.sweep import dump_sweep, load_sweep
-    from supermask.sweep_report import write_sweep_report
 
     sweep = load_sweep(args.sweep, args.overrides)
     if args.check:
@@ -214,106 +218,46 @@ def _cmd_tune(args) -> int:
     return 0
 
 
-def _cmd_store(args) -> int:
-    from supermask.store.maskfile import MaskFile
-
-    if args.store_command == "reshard":
-        from supermask.runtime.mask_store import MaskStore
-
-        done = MaskStore.reshard(args.path, args.num_shards)
-        print(
-            f"resharded {done['root']} from {done['from']} to {done['to']} shards: "
-            f"{done['moved_partitions']} partitions, {done['moved_masks']} masks moved"
-        )
-        return 0
-    if args.store_command == "export":
-        files = _store_files(args.path)
-        if len(files) != 1:
-            raise ValueError(f"{args.path} holds {len(files)} store files; export one at a time")
-        with MaskFile(files[0]) as store:
-            store.export(args.dest)
-            print(f"exported {len(store)} masks to {args.dest}")
-        return 0
-    status = 0
-    report = []
-    for path in _store_files(args.path):
-        with MaskFile(path) as store:
-            if args.store_command == "ls":
-                for task_id in store.list():
-                    m = store.get(task_id)
-                    report.append(
-                        {
-                            "file": str(path),
-                            "task": task_id,
-                            "density": m.density,
-                            "mask_bytes": m.mask_bytes,
-                            "base_fingerprint": m.base_fingerprint,
-                            "created": m.created,
-                        }
-                    )
-            elif args.store_command == "info":
-                report.append({"file": str(path), **store.stats()})
-            else:
-                v = store.verify()
-                report.append(
-                    {
-                        "file": str(path),
-                        "checked": v.checked,
-                        "ok": v.ok,
-                        "problems": list(map(str, v.problems)),
-                    }
-                )
-                status |= 0 if v.ok else 1
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        for row in report:
-            if args.store_command == "ls":
-                print(
-                    f"{row['task']:<28} density {row['density']:.4f}  {row['mask_bytes']:>9,} B  base {row['base_fingerprint'][:12]}"
-                )
-            elif args.store_command == "verify":
-                print(
-                    f"{row['file']}: {row['checked']} masks checked, "
-                    + ("OK" if row["ok"] else f"{len(row['problems'])} problem(s)")
-                )
-                for p in row["problems"]:
-                    print(f"  - {p}")
-            else:
-                print("\n".join(f"{k}: {v}" for k, v in row.items()))
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from supermask.config.schema import SpecError
+    from supermask.core.devices import DeviceUnavailable
     from supermask.data import DatasetUnavailable
-    from supermask.runtime.job import JobFailed
-    from supermask.spec import SpecError
+    from supermask.recipes.checkpoints import CheckpointError
+    from supermask.recipes.recipe import BaseFingerprintError, ProvenanceError
     from supermask.store.errors import MaskFileError
 
+    commands = {"run": _cmd_run, "tune": _cmd_tune, "infer": _cmd_infer, "store": run_store_command}
     try:
-        if args.command == "run":
-            return _cmd_run(args)
-        if args.command == "tune":
-            return _cmd_tune(args)
-        if args.command == "infer":
-            return _cmd_infer(args)
-        return _cmd_store(args)
-    except (SpecError, FileNotFoundError, MaskFileError, DatasetUnavailable) as e:
+        return commands[args.command](args)
+    except (
+        SpecError,
+        FileNotFoundError,
+        MaskFileError,
+        DatasetUnavailable,
+        DeviceUnavailable,
+        ProvenanceError,
+        CheckpointError,
+        BaseFingerprintError,
+    ) as e:
         print(f"supermask: error: {e}", file=sys.stderr)
         return 2
-    except JobFailed as e:
-        print(f"supermask: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(
             "supermask: interrupted; learned masks are kept in the store, run again to resume",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:
+        from supermask.runtime.job import JobFailed
+
+        if isinstance(e, JobFailed):
+            print(f"supermask: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

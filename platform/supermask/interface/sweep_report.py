@@ -14,9 +14,9 @@ matplotlib.use("Agg")  # no screen on cluster nodes or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from supermask import __version__  # noqa: E402
-from supermask.runtime.tune_job import STATUSES, SweepOutcome, TrialRecord  # noqa: E402
-from supermask.spec import dump_spec  # noqa: E402
-from supermask.sweep import Sweep  # noqa: E402
+from supermask.config.spec import dump_spec  # noqa: E402
+from supermask.config.sweep import Sweep  # noqa: E402
+from supermask.recipes.results import TRIAL_STATUSES, SweepOutcome, TrialRecord  # noqa: E402
 
 _STATUS_STYLE = {
     "completed": ("#4477aa", "o"),
@@ -117,7 +117,7 @@ def _learns_thresholds(sweep: Sweep) -> bool:
     methods = {sweep.base["mask"]["method"]}
     if "mask.method" in sweep.space:
         methods |= set(sweep.space["mask.method"].points())
-    return "str" in methods
+    return "learned_threshold" in methods
 
 
 def plot_layer_density(sweep: Sweep, trials: list[TrialRecord], path: Path) -> str:
@@ -179,7 +179,7 @@ def plot_curves(sweep: Sweep, trials: list[TrialRecord], path: Path) -> None:
 def sweep_dict(sweep: Sweep, outcome: SweepOutcome, front: list[str]) -> dict:
     """The machine-readable record of a sweep."""
     best = best_trial(outcome.trials)
-    counts = {s: sum(t.status == s for t in outcome.trials) for s in STATUSES}
+    counts = {s: sum(t.status == s for t in outcome.trials) for s in TRIAL_STATUSES}
     return {
         "name": sweep.name,
         "fingerprint": sweep.fingerprint(),

@@ -1,0 +1,40 @@
+"""Search checkpoints: one way to write them (atomically) and one way to read them (tensors only, no pickle).
+
+A checkpoint may sit on a shared file system that other people write to, so it is read with
+`torch.load(weights_only=True)`: plain tensors, numbers, strings, lists and dicts, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from supermask.core.files import atomic_write
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read safely or belongs to other settings; the message says what to do."""
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike[str]) -> None:
+    """Write a checkpoint atomically: after a crash the file is the old checkpoint or the new one."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict | None:
+    """The checkpoint at `path` (None if there is none), read as tensors and plain values only."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt zips alike
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it was not written by this program or is damaged: delete it to learn that task from the start"
+        ) from None

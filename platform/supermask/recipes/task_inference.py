@@ -1,0 +1,100 @@
+"""Scenarios GNs and GNu for one task (no Ray here): infer each test batch's mask, then classify with it.
+
+GNs (shared labels): a sample is right when the class predicted under the inferred mask is right.
+GNu (unshared labels): the answer is (task, class), right only when both are. The GG accuracy (the
+true task's mask) is measured in the same pass, so the cost of not knowing the task is visible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import torch
+
+from supermask.config.spec import GN_SCENARIOS
+from supermask.core.evaluate import predictions
+from supermask.core.inference import InferenceConfig, infer_groups, inference_groups, mean_masks
+from supermask.core.mask_bank import MaskBank
+from supermask.core.nets import BaseNetwork
+from supermask.recipes.recipe import Workbench
+from supermask.recipes.results import InferenceOutcome
+
+
+def evaluate_inference(
+    base: BaseNetwork,
+    bank: MaskBank,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task_id: str,
+    config: InferenceConfig,
+    *,
+    num_classes: int,
+    batch_size: int,
+    unshared: bool,
+    index: int = 0,
+    fingerprint: str | None = None,
+    mean: list[torch.Tensor] | None = None,
+    mask_id: str | None = "",
+) -> InferenceOutcome:
+    """Infer the task of (x, y)'s batches (or samples) among the bank's masks and classify with the inferred masks.
+
+    `mask_id` is the id of the task's own mask in the bank (default: `task_id`; None when there is none).
+    """
+    if mask_id == "":
+        mask_id = task_id
+    started = time.perf_counter()
+    fingerprint = fingerprint or base.fingerprint
+    groups, spans = inference_groups(x, config, batch_size)
+    inferred = infer_groups(base, groups, bank, config, num_classes, fingerprint=fingerprint, mean=mean)
+    per_sample = [""] * len(x)
+    for tid, span in zip(inferred, spans, strict=True):
+        per_sample[span] = [tid] * (span.stop - span.start)
+    pred = torch.empty(len(x), dtype=torch.long, device=x.device)
+    counts = Counter(per_sample)
+    for tid in counts:
+        idx = torch.tensor([i for i, t in enumerate(per_sample) if t == tid], device=x.device)
+        pred[idx] = predictions(base, bank.get(tid, fingerprint=fingerprint), x[idx], num_classes)[0]
+    class_right = pred == y
+    gg_correct = 0
+    if mask_id is None:  # no mask is the task's own (NNs): only the class counts
+        task_right = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    else:
+        task_right = torch.tensor([t == mask_id for t in per_sample], dtype=torch.bool, device=x.device)
+        own = predictions(base, bank.get(mask_id, fingerprint=fingerprint), x, num_classes)[0]
+        gg_correct = int((own == y).sum())
+    right = class_right & task_right if unshared else class_right
+    return InferenceOutcome(
+        index=index,
+        task_id=task_id,
+        samples=len(x),
+        task_correct=int(task_right.sum()),
+        correct=int(right.sum()),
+        gg_correct=gg_correct,
+        inferences=len(groups),
+        inferred=dict(counts.most_common()),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def evaluate_gn_task(bench: Workbench, t: int, bank: MaskBank, mean=None) -> InferenceOutcome:
+    """Scenario GNs or GNu (the recipe's) on task t's test split, inferring among every mask in `bank`."""
+    recipe = bench.recipe
+    if recipe.scenario not in GN_SCENARIOS:
+        raise ValueError(f"task inference evaluates {' or '.join(GN_SCENARIOS)}, not {recipe.scenario!r}")
+    task = bench.task(t)
+    if mean is None:
+        mean, _ = mean_masks(bank, bench.base.fingerprint, device=bench.device)
+    return evaluate_inference(
+        bench.base,
+        bank,
+        task.test_x.to(bench.device),
+        task.test_y.to(bench.device),
+        task.task_id,
+        recipe.inference,
+        num_classes=recipe.num_classes,
+        batch_size=recipe.inference.batch_size,
+        unshared=recipe.scenario == "GNu",
+        index=t,
+        mean=mean,
+    )

@@ -1,0 +1,180 @@
+"""Scaffolding shared by the store tests: seeded masks, comparisons, tampering, and a format-1 writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from supermask.core.packing import TaskMask, bits_checksum, pack_masks
+
+SHAPES = [(48, 32), (32, 16), (16, 10)]
+
+
+def make_mask(
+    task_id: str,
+    *,
+    shapes=SHAPES,
+    fingerprint: str = "base-a",
+    variant: int = 0,
+    provenance: dict | None = None,
+) -> TaskMask:
+    """A mask that is a pure function of its arguments: rebuilt bit-for-bit anywhere."""
+    seed = int.from_bytes(hashlib.blake2b(f"{task_id}/{variant}".encode(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng(seed)
+    masks = [rng.random(s) < 0.3 for s in shapes]
+    return TaskMask(
+        task_id=task_id,
+        packed=pack_masks(masks),
+        layer_names=[f"layer{i}.weight" for i in range(len(shapes))],
+        layer_shapes=[tuple(s) for s in shapes],
+        layer_density=[float(m.mean()) for m in masks],
+        base_fingerprint=fingerprint,
+        bn_stats={
+            "bn0.running_mean": rng.standard_normal(shapes[0][1]).astype(np.float32),
+            "bn0.running_var": rng.random(shapes[0][1]).astype(np.float32),
+            "bn0.num_batches_tracked": np.array(seed % 1000, dtype=np.int64),
+        },
+        metrics={"acc": float(rng.random()), "epochs": 3, "curve": [0.1, 0.5], "note": task_id},
+        created=1.7e9 + (seed % 10**6) / 7,
+        provenance={"hash": "prov-1", "fields": {"stream.seed": 0}} if provenance is None else provenance,
+    )
+
+
+def assert_same(a: TaskMask, b: TaskMask) -> None:
+    """Every field and array of two masks is equal, dtypes and shapes included."""
+    assert a.task_id == b.task_id
+    np.testing.assert_array_equal(a.packed, b.packed)
+    assert a.packed.dtype == b.packed.dtype == np.uint8
+    assert a.layer_names == b.layer_names
+    assert [tuple(s) for s in a.layer_shapes] == [tuple(s) for s in b.layer_shapes]
+    assert a.layer_density == b.layer_density
+    assert a.base_fingerprint == b.base_fingerprint
+    assert a.metrics == b.metrics and a.provenance == b.provenance
+    assert a.created == b.created
+    assert a.bn_stats.keys() == b.bn_stats.keys()
+    for k in a.bn_stats:
+        assert a.bn_stats[k].dtype == b.bn_stats[k].dtype and a.bn_stats[k].shape == b.bn_stats[k].shape
+        np.testing.assert_array_equal(a.bn_stats[k], b.bn_stats[k])
+    assert a.checksum == b.checksum
+
+
+def wal(path: Path) -> Path:
+    """The journal beside a shard file."""
+    return path.with_name(path.name + ".wal")
+
+
+# -- tampering with a stored record, as a bad disk or a careless hand would ---------------
+
+
+def edit_meta(group: h5py.Group, **changes) -> None:
+    """Change fields of a stored record's metadata (its `meta` JSON attribute), leaving its digests."""
+    group.attrs["meta"] = json.dumps({**json.loads(group.attrs["meta"]), **changes})
+
+
+def _meta(group: h5py.Group) -> dict:
+    return json.loads(group.attrs["meta"])
+
+
+TAMPERING = {
+    # name: (edit of the record's HDF5 group, the part verify must name)
+    "bn_mean": (lambda g: g["bn/bn0.running_mean"].__setitem__(0, 1e6), "bn/bn0.running_mean"),
+    "layer_shapes": (
+        lambda g: edit_meta(g, layer_shapes=[s[::-1] for s in _meta(g)["layer_shapes"]]),
+        "layer_shapes",
+    ),
+    "layer_density": (
+        lambda g: edit_meta(g, layer_density=[d / 2 for d in _meta(g)["layer_density"]]),
+        "layer_density",
+    ),
+    "metrics": (lambda g: edit_meta(g, metrics={**_meta(g)["metrics"], "acc": 0.99}), "metrics"),
+    "provenance": (lambda g: edit_meta(g, provenance={"hash": "forged", "fields": {}}), "provenance"),
+    "bits": (lambda g: g["packed"].__setitem__(5, g["packed"][5] ^ 0x10), "packed"),
+}
+
+
+def tamper(path: Path, task_id: str, how: str) -> None:
+    """Change one part of a stored record in the snapshot at `path` in place, leaving its checksums."""
+    edit, _ = TAMPERING[how]
+    with h5py.File(path, "r+") as f:
+        edit(f["masks"][task_id])
+
+
+# -- format 1, as the supermask before format 2 wrote it (its code is gone) ----------------
+
+V1_MAGIC = b"supermask-wal-v1"
+_V1_HEADER = struct.Struct("<4sB3xQ16s")
+
+
+def _v1_meta(mask: TaskMask) -> dict:
+    return {
+        "task_id": mask.task_id,
+        "layer_names": list(mask.layer_names),
+        "layer_shapes": [list(s) for s in mask.layer_shapes],
+        "layer_density": [float(d) for d in mask.layer_density],
+        "base_fingerprint": mask.base_fingerprint,
+        "metrics": mask.metrics,
+        "created": float(mask.created),
+        "checksum": bits_checksum(mask.packed),
+    }
+
+
+def write_v1_snapshot(path: Path, masks: list[TaskMask]) -> None:
+    """A format-1 snapshot: one checksum per mask, over its packed bits; no kind, no provenance."""
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "supermask-maskfile"
+        f.attrs["format_version"] = 1
+        root = f.create_group("masks")
+        for mask in masks:
+            g = root.create_group(
+                mask.task_id.replace(".", "%2E") if mask.task_id in (".", "..") else mask.task_id
+            )
+            g.create_dataset("packed", data=mask.packed)
+            bn = g.create_group("bn")
+            for name, arr in mask.bn_stats.items():
+                bn.create_dataset(name, data=arr)
+            meta = _v1_meta(mask)
+            a = g.attrs
+            a["task_id"] = mask.task_id
+            a["layer_names"] = np.array(meta["layer_names"], dtype=h5py.string_dtype())
+            a["layer_shapes"] = json.dumps(meta["layer_shapes"])
+            a["layer_density"] = np.asarray(meta["layer_density"], dtype=np.float64)
+            a["base_fingerprint"] = mask.base_fingerprint
+            a["metrics"] = json.dumps(mask.metrics)
+            a["created"] = float(mask.created)
+            a["checksum"] = meta["checksum"]
+            a["density"] = mask.density
+            a["format_version"] = 1
+
+
+def _v1_frame(kind: int, payload: bytes) -> bytes:
+    digest = hashlib.blake2b(struct.pack("<BQ", kind, len(payload)), digest_size=16)
+    digest.update(payload)
+    return _V1_HEADER.pack(b"SMR1", kind, len(payload), digest.digest()) + payload
+
+
+def write_v1_journal(path: Path, puts: list[TaskMask], deletes: list[str] = ()) -> None:
+    """A format-1 journal: the v1 magic, then a put record per mask and a delete record per id."""
+    records = []
+    for mask in puts:
+        bn = {k: np.asarray(v, order="C") for k, v in mask.bn_stats.items()}
+        meta = {
+            **_v1_meta(mask),
+            "packed_nbytes": int(mask.packed.nbytes),
+            "bn": [[k, v.dtype.str, list(v.shape)] for k, v in bn.items()],
+        }
+        head = json.dumps(meta, separators=(",", ":")).encode()
+        payload = struct.pack("<I", len(head)) + head + mask.packed.tobytes()
+        payload += b"".join(v.tobytes() for v in bn.values())
+        records.append(_v1_frame(1, payload))
+    records += [_v1_frame(2, t.encode()) for t in deletes]
+    path.write_bytes(V1_MAGIC + b"".join(records))
+
+
+def v1_view(mask: TaskMask) -> TaskMask:
+    """What a format-1 store gives back for a mask after migration: the same, with no provenance."""
+    return TaskMask(**{**mask.__dict__, "provenance": {}})

@@ -1,0 +1,138 @@
+"""The architecture as a test: imports point down the layers only, never in a cycle, and Ray stays in runtime/."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import supermask
+
+PACKAGE = Path(supermask.__file__).parent
+LAYERS = ["core", "data", "store", "config", "recipes", "runtime", "interface"]  # bottom to top
+RAY_ALLOWED = {"runtime"}  # the only layer that talks to Ray
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def internal_edges() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: {m for m in imports_of(path) if m in mods and m != name} for name, path in mods.items()}
+
+
+def test_every_module_belongs_to_a_layer():
+    loose = [m for m in modules() if layer_of(m) is None and m not in ("supermask", "supermask.__main__")]
+    assert not loose, f"modules outside the layer folders {LAYERS}: {loose}"
+
+
+def test_imports_point_down_the_layers_only():
+    upward = []
+    for module, targets in internal_edges().items():
+        here = layer_of(module)
+        if here is None:
+            continue  # the package facade and __main__ sit above every layer
+        for target in targets:
+            there = layer_of(target)
+            if there is not None and LAYERS.index(there) > LAYERS.index(here):
+                upward.append(f"{module} ({here}) imports {target} ({there})")
+    assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    edges = internal_edges()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(
+                    " -> ".join(path[path.index(nxt) :] + [nxt]) if nxt in path else f"{node} -> {nxt}"
+                )
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_ray_is_imported_only_by_the_runtime():
+    offenders = [
+        m
+        for m, path in modules().items()
+        if layer_of(m) not in (*RAY_ALLOWED, "interface", None)
+        and any(i == "ray" or i.startswith("ray.") for i in imports_of(path))
+    ]
+    assert not offenders, f"these modules import Ray outside runtime/: {offenders}"
+
+
+def test_the_checker_catches_an_upward_import(tmp_path):
+    """The checks above can fail: a core module that imports the runtime is reported."""
+    fake = tmp_path / "supermask"
+    for layer in ("core", "runtime"):
+        (fake / layer).mkdir(parents=True)
+        (fake / layer / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "runtime" / "job.py").write_text("import supermask.core.nets\n")
+    (fake / "core" / "nets.py").write_text("from supermask.runtime import job\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, fake
+    try:
+        with pytest.raises(AssertionError, match="supermask.core.nets .core. imports supermask.runtime"):
+            test_imports_point_down_the_layers_only()
+        with pytest.raises(AssertionError, match="import cycles"):
+            test_no_import_cycles()
+    finally:
+        PACKAGE = saved
+
+
+@pytest.mark.parametrize("name", supermask.__all__)
+def test_public_api_names_resolve(name):
+    assert getattr(supermask, name) is not None
+
+
+def test_core_imports_without_ray_or_the_runtime():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, supermask\n"
+        "from supermask import BaseSpec, build_base, MaskSpec, SearchConfig, search_mask, evaluate_mask, PackedMasks\n"
+        "import supermask.recipes.recipe, supermask.config.spec\n"
+        "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.') or m.startswith('supermask.runtime')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    importlib.import_module("supermask.interface.cli")
