@@ -12,11 +12,17 @@ from supermask.core.masks import MASK_METHODS, MaskSpec, build_mask_method, kept
 from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
 from supermask.core.packing import pack_masks, unpack_masks
 from supermask.core.registry import UnknownNameError
-from supermask.core.search import MaskSearch, SearchConfig, search_mask
+from supermask.core.search import SearchConfig, StackedSearch, StackedTensors, search_mask
 
 
 def method(name, shapes, density=None, **kw):
     return build_mask_method(MaskSpec(name, density, **kw), shapes)
+
+
+def one_task(base, x, y, spec, config, task_id="task", **kw):
+    """A stacked search of one task."""
+    data = StackedTensors.of([x], [y], "cpu")
+    return StackedSearch(base, data, spec, config, seeds=[config.seed], task_ids=[task_id], **kw)
 
 
 FC1024 = BaseSpec(arch="fc1024", input_shape=(784,), num_outputs=500)
@@ -42,7 +48,7 @@ def test_unknown_architecture_lists_known_ones():
 def test_every_architecture_builds_and_runs(arch, shape):
     base = build_base(BaseSpec(arch=arch, input_shape=shape, num_outputs=500))
     assert all(not p.requires_grad for p in base.parameters())
-    masks = method("topk", base.layer_shapes, 0.5)()
+    masks = [m[0] for m in method("topk", base.layer_shapes, 0.5)()]
     assert base(torch.randn(2, *shape), masks, base.fresh_bn_state()).shape == (2, 500)
 
 
@@ -96,7 +102,7 @@ def test_fingerprint_identical_in_a_separate_process():
 @pytest.mark.parametrize("policy", ["uniform", "erdos_renyi"])
 def test_topk_density_is_fraction_kept_within_one_weight_per_layer(density, policy):
     shapes = build_base(BaseSpec(arch="lenet300", input_shape=(784,), num_outputs=10)).layer_shapes
-    masks = method("topk", shapes, density, policy=policy).hard_masks()
+    masks = [m[0].numpy() for m in method("topk", shapes, density, policy=policy).hard_masks()]
     wanted = layer_densities(shapes, density, policy)
     for m, d in zip(masks, wanted):
         assert abs(int(m.sum()) - d * m.size) <= 1.0
@@ -127,7 +133,7 @@ def test_kept_count_keeps_at_least_one():
 def test_straight_through_gradient_reaches_every_score(name):
     shapes = [(8, 6), (3, 8)]
     m = method(name, shapes, None if name == "threshold" else 0.3)
-    masks = m()
+    masks = [mask[0] for mask in m()]
     g = torch.Generator().manual_seed(0)
     weights = [torch.randn(s, generator=g) for s in shapes]
     x = torch.randn(5, 6, generator=g)
@@ -139,7 +145,7 @@ def test_straight_through_gradient_reaches_every_score(name):
         pruned = mask.detach() == 0
         assert pruned.any()
         # Pruned weights get a gradient too: the straight-through estimator, not the mask's zero derivative.
-        assert (scores.grad[pruned] != 0).float().mean() > 0.5
+        assert (scores.grad[0][pruned] != 0).float().mean() > 0.5
     if name == "learned_threshold":
         assert m.s.grad is not None and (m.s.grad != 0).all()
 
@@ -147,7 +153,7 @@ def test_straight_through_gradient_reaches_every_score(name):
 def test_threshold_mask_keeps_nonnegative_scores():
     m = method("threshold", [(10, 10)])
     (mask,) = m.hard_masks()
-    assert np.array_equal(mask, m.scores[0].detach().numpy() >= 0)
+    assert np.array_equal(mask[0].numpy(), m.scores[0][0].detach().numpy() >= 0)
 
 
 def test_unknown_mask_method_lists_known_ones():
@@ -280,19 +286,19 @@ def test_interrupted_search_resumes_bit_for_bit(make_teacher_data, name):
     x, y = make_teacher_data(300, 16, 4, seed=6)
     spec = MaskSpec(name, 0.3)
     config = SearchConfig(optimizer="adam", lr=0.01, epochs=4, batch_size=64)
-    whole = MaskSearch(base, x, y, spec, config).run()
+    (whole,) = one_task(base, x, y, spec, config).run()
 
-    first = MaskSearch(base, x, y, spec, config)
+    first = one_task(base, x, y, spec, config)
     saved = []
     with pytest.raises(KeyboardInterrupt):
         first.run(
-            checkpoint_every=5,
+            should_checkpoint=lambda search: search.step % 5 == 0,
             on_checkpoint=lambda state: (saved.append(state), len(saved) == 2 and _interrupt()),
         )
     state = torch.load(_roundtrip(saved[-1]), weights_only=True)  # as a worker reads it from disk
-    second = MaskSearch(base, x, y, spec, config)
+    second = one_task(base, x, y, spec, config)
     second.load_state_dict(state)
-    resumed = second.run()
+    (resumed,) = second.run()
     assert resumed.metrics["resumed_at_steps"] == [10]
     assert np.array_equal(resumed.packed, whole.packed)
     for k in whole.bn_stats:
@@ -303,9 +309,9 @@ def test_checkpoint_of_another_task_is_refused(make_teacher_data):
     base = _mlp_base()
     x, y = make_teacher_data(128, 16, 4, seed=6)
     config = SearchConfig(iterations=4, batch_size=32)
-    state = MaskSearch(base, x, y, MaskSpec(), config, task_id="a").state_dict()
+    state = one_task(base, x, y, MaskSpec(), config, task_id="a").state_dict()
     with pytest.raises(ValueError, match="stale checkpoint"):
-        MaskSearch(base, x, y, MaskSpec(), config, task_id="b").load_state_dict(state)
+        one_task(base, x, y, MaskSpec(), config, task_id="b").load_state_dict(state)
 
 
 def test_checkpoint_of_other_settings_is_refused(make_teacher_data):
@@ -313,11 +319,9 @@ def test_checkpoint_of_other_settings_is_refused(make_teacher_data):
     base = _mlp_base()
     x, y = make_teacher_data(128, 16, 4, seed=6)
     config = SearchConfig(iterations=4, batch_size=32)
-    topk = MaskSearch(base, x, y, MaskSpec("topk", 0.5), config, provenance={"hash": "topk-settings"})
+    topk = one_task(base, x, y, MaskSpec("topk", 0.5), config, provenance={"hash": "topk-settings"})
     topk.run_step()
-    threshold = MaskSearch(
-        base, x, y, MaskSpec("threshold"), config, provenance={"hash": "threshold-settings"}
-    )
+    threshold = one_task(base, x, y, MaskSpec("threshold"), config, provenance={"hash": "threshold-settings"})
     with pytest.raises(ValueError, match="other settings"):
         threshold.load_state_dict(topk.state_dict())
 

@@ -36,7 +36,8 @@ def test_node_removed_mid_run_every_mask_present_once_and_verified(cluster, tmp_
         [
             "stream.num_tasks=6",
             "search.epochs=40",
-            "run.checkpoint_every=10",
+            "run.checkpoint_seconds=0.5",
+            "run.tasks_per_worker=1",
             "run.num_workers=2",
             "run.shards=3",
             "run.max_failures=5",

@@ -15,7 +15,7 @@ import torch
 from supermask.config.spec import load_spec
 from supermask.data import load_mnist
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from supermask.recipes.learn import learn_task
+from supermask.recipes.learn import learn_block
 from supermask.recipes.recipe import ProvenanceError, Recipe, Workbench, stale_tasks
 
 TASKS = Path(__file__).resolve().parent.parent / "tasks"
@@ -65,7 +65,7 @@ def test_auto_data_source_is_resolved_once_and_a_worker_without_the_files_fails_
 def test_provenance_follows_what_produces_a_mask_and_nothing_else():
     ref = recipe()
     same = [
-        recipe("run.num_workers=1", "run.shards=3", "run.checkpoint_every=5"),
+        recipe("run.num_workers=1", "run.shards=3", "run.checkpoint_seconds=5", "run.tasks_per_worker=3"),
         recipe("stream.num_tasks=2"),
     ]
     assert all(r.provenance["hash"] == ref.provenance["hash"] for r in same)
@@ -95,15 +95,16 @@ def test_stale_masks_name_the_fields_and_the_ways_out():
 def test_a_checkpoint_of_other_settings_is_refused_on_resume(tmp_path):
     path = tmp_path / "synthetic-0000.pt"
     topk = Workbench(recipe("search.epochs=4"))
-    search = topk.new_search(0)
+    search = topk.new_search([0])
     search.run_step()
     save_checkpoint(search.state_dict(), path)
     other = Workbench(recipe("search.epochs=4", "search.lr=0.05"))
     with pytest.raises(CheckpointError, match="other settings"):
-        learn_task(other, 0, checkpoint=path)
-    mask = learn_task(topk, 0, checkpoint=path)  # the same settings resume
+        learn_block(other, [0], checkpoint=path)
+    (mask,) = learn_block(topk, [0], checkpoint=path).masks  # the same settings resume
     assert mask.metrics["resumed_at_steps"] == [1]
     assert mask.provenance["hash"] == topk.recipe.provenance["hash"]
+    assert 0.25 < mask.metrics["test_accuracy"] <= 1  # evaluated on the device before it left
 
 
 class _Payload:

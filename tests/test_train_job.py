@@ -30,26 +30,33 @@ def test_data_parallel_search_over_two_workers(ray_cluster, tmp_path):
         store.close()
 
 
-def test_killed_train_worker_restarts_and_resumes_from_checkpoint(ray_cluster, tmp_path):
+def test_killed_train_worker_restarts_and_resumes_its_block_from_checkpoint(ray_cluster, tmp_path):
     events = tmp_path / "events.jsonl"
 
-    def started_with_a_checkpoint():
-        checkpointed = {p.stem for p in tmp_path.glob("checkpoints/*.pt")}
-        started = [
-            e for e in read_events(events) if e["event"] == "task_started" and e["task"] in checkpointed
-        ]
+    def mid_block_with_a_checkpoint():
+        # A block's checkpoint is named after its first task: kill the worker that is learning it.
+        first = {p.stem.split("+")[0] for p in tmp_path.glob("checkpoints/*.pt")}
+        started = [e for e in read_events(events) if e["event"] == "task_started" and e["task"] in first]
         return started[-1] if started else None
 
-    killer = KillWhen(started_with_a_checkpoint, lambda e: os.kill(e["pid"], signal.SIGKILL), timeout=120)
+    killer = KillWhen(mid_block_with_a_checkpoint, lambda e: os.kill(e["pid"], signal.SIGKILL), timeout=180)
     killer.start()
     result = job(
-        tmp_path, "stream.num_tasks=4", "search.epochs=60", "run.checkpoint_every=10", "run.num_workers=2"
+        tmp_path,
+        "stream.num_tasks=4",
+        "search.epochs=150",
+        "run.checkpoint_seconds=0.3",
+        "run.num_workers=2",
+        "run.tasks_per_worker=2",
     )
     killer.join()
     assert killer.done, "no worker was killed: the test did not exercise a restart"
     learned_once(tmp_path, [f"synthetic-{t:04d}" for t in range(4)])
     resumed = {t.task_id: t.resumed_at_steps for t in result.tasks}
-    assert resumed[killer.done["task"]], f"{killer.done['task']} restarted from scratch: {resumed}"
+    first = killer.done["task"]
+    block = [first, f"synthetic-{int(first[-4:]) + 1:04d}"]
+    assert all(resumed[t] for t in block), f"the killed block {block} restarted from scratch: {resumed}"
+    assert resumed[block[0]] == resumed[block[1]]  # the block's tasks resumed together, as one stack
     assert all(t.accuracy > 0.5 for t in result.tasks)
 
 
@@ -59,7 +66,15 @@ def run_cli(out, *extra):
 
 @pytest.mark.slow
 def test_driver_killed_halfway_resumes_with_the_same_command(tmp_path):
-    extra = ["--set", "stream.num_tasks=4", "--set", "search.epochs=40", "--set", "run.checkpoint_every=10"]
+    extra = [
+        "--set",
+        "stream.num_tasks=4",
+        "--set",
+        "search.epochs=40",
+        "--set",
+        "run.checkpoint_seconds=0.5",
+    ]
+    extra += ["--set", "run.tasks_per_worker=1"]
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
     driver = run_cli(interrupted, *extra)
 

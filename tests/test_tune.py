@@ -17,7 +17,7 @@ from supermask.core.evaluate import evaluate_mask
 from supermask.interface.cli import main
 from supermask.interface.sweep_report import best_trial, pareto_front
 from supermask.recipes.recipe import Recipe, Workbench
-from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics
+from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, trial_stacks
 from supermask.runtime.events import read_events
 from supermask.runtime.tune_state import StateBackup, repair_experiment
 
@@ -201,18 +201,18 @@ def test_trial_metrics_use_the_validation_split_and_leave_learned_thresholds_unt
         origin=TUNING,
     )
     bench = Workbench(Recipe.from_spec(sweep.trial_spec({"mask.density": 0.3})))
-    searches = [bench.new_search(t) for t in range(2)]
-    advance_one_epoch(searches, 1)
-    assert [s.step for s in searches] == [s.steps_per_epoch for s in searches] == [6, 6]
-    thresholds = searches[0].method.s.detach().clone()
-    metrics = epoch_metrics(sweep, bench, searches, 1, 2)
-    assert torch.equal(searches[0].method.s, thresholds)  # the final calibration ran on a copy
+    stacks = trial_stacks(bench)
+    assert [ts for ts, _ in stacks] == [[0, 1]]  # equal training sizes: one stack
+    advance_one_epoch(stacks, 1)
+    ((_, search),) = stacks
+    assert search.step == search.steps_per_epoch == 6
+    thresholds = search.method.s.detach().clone()
+    metrics = epoch_metrics(sweep, bench, stacks, 1, 2)
+    assert torch.equal(search.method.s, thresholds)  # the final calibration ran on a copy
     assert metrics["density"] == pytest.approx(0.3, abs=2e-3)
     expected = [
-        evaluate_mask(
-            bench.base, s.current_mask(), bench.task(t).val_x, bench.task(t).val_y, num_classes=4
-        ).real_classes
-        for t, s in enumerate(searches)
+        evaluate_mask(bench.base, mask, bench.task(t).val_x, bench.task(t).val_y, num_classes=4).real_classes
+        for t, mask in enumerate(search.current_masks())
     ]
     assert metrics["task_val_accuracy"] == expected
     assert metrics["val_accuracy"] == pytest.approx(sum(expected) / 2)

@@ -43,15 +43,19 @@ class RunSpec:
     # task_parallel: each Ray Train worker searches its own tasks; data_parallel: all workers share
     # every task's batches (DDP-style gradient averaging), one task after another.
     strategy: str = field(default="task_parallel", metadata=choices(*STRATEGIES))
-    num_workers: int | None = field(default=None, metadata=in_range(1))  # None: one per CPU (or GPU)
+    num_workers: int | None = field(default=None, metadata=in_range(1))  # None: one per CPU (or per GPU)
     use_gpu: bool = False
+    # Most tasks one worker searches as one stack. None: from the device's free memory and the base's
+    # size (on a CPU, where stacking does not speed a step up, enough to give every worker work).
+    tasks_per_worker: int | None = field(default=None, metadata=in_range(1))
     threads_per_worker: int = field(default=1, metadata=in_range(1))
-    shards: int = field(
-        default=2, metadata=in_range(1)
-    )  # mask-store shard actors (fixed once a store exists)
-    checkpoint_every: int = field(
-        default=25, metadata=in_range(0)
-    )  # search steps between checkpoints; 0: none
+    # float32 matmuls: highest (exact), high (TF32 on GPUs that have it) or medium (bf16)
+    matmul_precision: str = field(default="highest", metadata=choices("highest", "high", "medium"))
+    # mask-store shard actors (fixed once a store exists)
+    shards: int = field(default=2, metadata=in_range(1))
+    # Seconds of work between a block's checkpoints. None: as often as keeps checkpoints under 5% of
+    # the time (none in a block's first 10 s); 0: never.
+    checkpoint_seconds: float | None = field(default=None, metadata=in_range(0.0))
     max_failures: int = field(default=3, metadata=in_range(-1))  # worker-group restarts Ray Train may make
     storage_path: str | None = None  # Ray Train's storage (shared storage on a cluster); default OUT/train
     eval_batch_size: int = field(default=1000, metadata=in_range(1))

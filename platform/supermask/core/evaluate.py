@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from supermask.core.batches import TaskBatches, index_chunks
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask
+from supermask.core.stacked import stacked_forward
 
 
 def check_compatible(base: BaseNetwork, mask: TaskMask) -> None:
@@ -89,3 +91,28 @@ def evaluate_mask(
     y = y.to(real.device)
     n = max(len(y), 1)
     return Accuracy(float((real == y).sum()) / n, float((every == y).sum()) / n)
+
+
+@torch.no_grad()
+def stacked_accuracy(
+    base: BaseNetwork,
+    masks: list[torch.Tensor],
+    bn_state: dict[str, torch.Tensor],
+    batches: TaskBatches,
+    num_classes: int | None = None,
+    *,
+    chunk: int = 1000,
+) -> list[Accuracy]:
+    """Each of K tasks' accuracy under its own masks (K, *shape per layer) and BN statistics, in one pass per chunk."""
+    base.eval()
+    masks = [m.float() for m in masks]
+    device = masks[0].device
+    real = torch.zeros(batches.num_tasks, device=device)
+    every = torch.zeros(batches.num_tasks, device=device)
+    for index in index_chunks(batches, chunk, device):
+        x, y = batches.take(index)
+        logits = stacked_forward(base, x, masks, bn_state)
+        real += ((logits[..., :num_classes] if num_classes else logits).argmax(-1) == y).sum(1)
+        every += (logits.argmax(-1) == y).sum(1)
+    n = max(batches.size, 1)
+    return [Accuracy(r / n, a / n) for r, a in zip(real.tolist(), every.tolist(), strict=True)]

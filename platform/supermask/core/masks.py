@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import nn
 
 from supermask.core.fields import check_fields, choices, in_range
 from supermask.core.registry import Registry
+from supermask.core.selection import topk_rows
 
 MASK_METHODS: Registry = Registry("mask method")
 DENSITY_POLICIES = ("uniform", "erdos_renyi")
@@ -81,12 +83,13 @@ def kept_count(numel: int, density: float) -> int:
 
 
 class _TopK(torch.autograd.Function):
+    """Forward: the top-k of each task's row (an exact selection, see core/selection.py). Backward: straight through."""
+
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, k: int) -> torch.Tensor:
-        flat = scores.flatten()
-        mask = torch.zeros_like(flat)
-        mask[torch.topk(flat, k, sorted=False).indices] = 1.0
-        return mask.view_as(scores)
+    def forward(ctx, magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+        rows = magnitudes.shape[0]
+        kept = topk_rows(magnitudes.reshape(rows, -1), k)
+        return kept.view_as(magnitudes).to(magnitudes.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -104,11 +107,11 @@ class _Threshold(torch.autograd.Function):
 
 
 class _SoftThreshold(torch.autograd.Function):
-    """Forward: 1[|z| > tau]. Backward: straight through to the raw score, STR's d/dtau to tau."""
+    """Forward: 1[|z| > tau] per task. Backward: straight through to the raw score, STR's d/dtau to tau."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, tau: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        kept = z.abs() > tau
+        kept = z.abs() > _per_task(tau, z)
         ctx.save_for_backward(raw, kept)
         return kept.to(z.dtype)
 
@@ -117,25 +120,41 @@ class _SoftThreshold(torch.autograd.Function):
         raw, kept = ctx.saved_tensors
         # d relu(|z| - tau) / d tau = -1 where kept; the raw score gets the gradient straight
         # through (with the sign of |.|), so pruned weights can come back.
-        grad_tau = -(grad * kept).sum().reshape(())
+        grad_tau = -(grad * kept).flatten(1).sum(1)
         return None, grad_tau, grad * torch.sign(raw)
+
+
+def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (K,) tensor shaped to broadcast against a (K, *layer shape) one."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _score_bound(shape: tuple[int, ...]) -> float:
     return 1.0 / math.sqrt(int(np.prod(shape[1:])))
 
 
-def _init_scores(shapes: list[tuple[int, ...]], generator: torch.Generator) -> nn.ParameterList:
-    """Scores ~ U(-b, b) with b = 1/sqrt(fan_in), as kaiming_uniform(a=sqrt(5)) draws them."""
-    out = []
-    for shape in shapes:
-        b = _score_bound(shape)
-        out.append(nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * b))
-    return nn.ParameterList(out)
+def init_scores(shapes: list[tuple[int, ...]], seeds: Sequence[int]) -> nn.ParameterList:
+    """Scores (K, *shape) per layer, task k's ~ U(-b, b) (b = 1/sqrt(fan_in)) from its own seed.
+
+    Each task draws from its own generator, layer after layer, so a task's scores are the same
+    whatever block of tasks it is stacked with.
+    """
+    per_task = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(int(seed))
+        per_task.append(
+            [(torch.rand(shape, generator=generator) * 2 - 1) * _score_bound(shape) for shape in shapes]
+        )
+    return nn.ParameterList(nn.Parameter(torch.stack(layer)) for layer in zip(*per_task, strict=True))
 
 
 class MaskMethod(nn.Module):
-    """Learnable state that yields one mask per layer; subclasses define how."""
+    """Learnable state that yields masks for a stack of K tasks; subclasses define how.
+
+    Every tensor has a leading task axis: scores are (K, *layer shape) per layer, and `forward`
+    returns per-layer float 0/1 masks of the same shapes whose gradient reaches the scores. Task k
+    of a stack behaves exactly as it would alone (elementwise optimizers keep that true).
+    """
 
     name = "base"
     takes_density = True  # whether `density` means anything to the method
@@ -146,28 +165,28 @@ class MaskMethod(nn.Module):
     def check_options(cls, options: dict) -> None:
         """Raise ValueError naming an option value the method cannot use (keys and types are checked already)."""
 
-    def __init__(self, shapes: list[tuple[int, ...]], density: float, seed: int = 0) -> None:
+    def __init__(self, shapes: list[tuple[int, ...]], density: float, seeds: Sequence[int] = (0,)) -> None:
         super().__init__()
         self.shapes = [tuple(s) for s in shapes]
         self.density = float(density)
-        generator = torch.Generator().manual_seed(seed)
-        self.scores = _init_scores(self.shapes, generator)
+        self.num_tasks = len(seeds)
+        self.scores = init_scores(self.shapes, seeds)
 
     def forward(self) -> list[torch.Tensor]:
-        """Float 0/1 masks whose gradient reaches the scores."""
+        """Float 0/1 masks (K, *shape) per layer whose gradient reaches the scores."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def hard_masks(self) -> list[np.ndarray]:
-        """The current binary masks as boolean NumPy arrays."""
-        return [m.detach().cpu().numpy().astype(bool) for m in self.forward()]
+    def hard_masks(self) -> list[torch.Tensor]:
+        """The current binary masks, (K, *shape) bool per layer, on the method's device."""
+        return [m.bool() for m in self.forward()]
 
-    def after_step(self) -> dict[str, float]:
-        """Called after every optimizer step; returns metrics to log."""
+    def after_step(self) -> dict[str, torch.Tensor]:
+        """Called after every optimizer step; returns (K,) metrics, left on the device."""
         return {}
 
-    def finalize(self) -> dict[str, float]:
-        """Called once when the search ends; returns metrics to record."""
+    def finalize(self) -> dict[str, list[float]]:
+        """Called once when the search ends; returns per-task metrics to record."""
         return {}
 
 
@@ -178,8 +197,8 @@ class TopKMask(MaskMethod):
     name = "topk"
     takes_policy = True
 
-    def __init__(self, shapes, density: float, seed: int = 0, policy: str = "uniform") -> None:
-        super().__init__(shapes, density, seed)
+    def __init__(self, shapes, density: float, seeds: Sequence[int] = (0,), policy: str = "uniform") -> None:
+        super().__init__(shapes, density, seeds)
         self.layer_density = layer_densities(self.shapes, density, policy)
         self.k = [
             kept_count(int(np.prod(s)), d) for s, d in zip(self.shapes, self.layer_density, strict=True)
@@ -196,8 +215,8 @@ class ThresholdMask(MaskMethod):
     name = "threshold"
     takes_density = False
 
-    def __init__(self, shapes, density: float | None = None, seed: int = 0) -> None:
-        super().__init__(shapes, 0.5 if density is None else density, seed)
+    def __init__(self, shapes, density: float | None = None, seeds: Sequence[int] = (0,)) -> None:
+        super().__init__(shapes, 0.5 if density is None else density, seeds)
 
     def forward(self) -> list[torch.Tensor]:
         return [_Threshold.apply(s) for s in self.scores]
@@ -205,7 +224,7 @@ class ThresholdMask(MaskMethod):
 
 @MASK_METHODS.register("learned_threshold")
 class LearnedThresholdMask(MaskMethod):
-    """A learned threshold per layer over the scores, steered to a target global density."""
+    """A learned threshold per layer and task over the scores, steered to a target global density."""
 
     name = "learned_threshold"
 
@@ -223,15 +242,15 @@ class LearnedThresholdMask(MaskMethod):
         self,
         shapes,
         density: float,
-        seed: int = 0,
+        seeds: Sequence[int] = (0,),
         init_threshold: float | None = None,
         controller_gain: float = 0.1,
     ) -> None:
-        super().__init__(shapes, density, seed)
-        # |z| = |u|/(1+|u|) with u ~ U(-1, 1) keeps `density` of a layer when sigmoid(s) = (1-d)/(2-d).
+        super().__init__(shapes, density, seeds)
         self.check_options({"init_threshold": init_threshold, "controller_gain": controller_gain})
+        # |z| = |u|/(1+|u|) with u ~ U(-1, 1) keeps `density` of a layer when sigmoid(s) = (1-d)/(2-d).
         start = (1.0 - density) / (2.0 - density) if init_threshold is None else init_threshold
-        self.s = nn.Parameter(torch.full((len(self.shapes),), math.log(start / (1 - start))))
+        self.s = nn.Parameter(torch.full((self.num_tasks, len(self.shapes)), math.log(start / (1 - start))))
         self.register_buffer("bounds", torch.tensor([_score_bound(s) for s in self.shapes]))
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.controller_gain = controller_gain
@@ -243,44 +262,51 @@ class LearnedThresholdMask(MaskMethod):
     def forward(self) -> list[torch.Tensor]:
         tau = torch.sigmoid(self.s)
         return [
-            _SoftThreshold.apply(z, tau[i], x)
+            _SoftThreshold.apply(z, tau[:, i], x)
             for i, (z, x) in enumerate(zip(self.normalised_scores(), self.scores, strict=True))
         ]
 
     @torch.no_grad()
-    def global_density(self, offset: float = 0.0) -> float:
-        tau = torch.sigmoid(self.s + offset)
-        kept = sum(int((z.abs() > tau[i]).sum()) for i, z in enumerate(self.normalised_scores()))
+    def global_density(self, offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """(K,) fraction of weights each task keeps, with every threshold's s shifted by `offset` (per task)."""
+        offset = torch.as_tensor(offset, dtype=self.s.dtype, device=self.s.device).expand(self.num_tasks)
+        tau = torch.sigmoid(self.s + offset.unsqueeze(1))
+        kept = sum(
+            (z.abs() > _per_task(tau[:, i], z)).flatten(1).sum(1)
+            for i, z in enumerate(self.normalised_scores())
+        )
         return kept / sum(self.sizes)
 
     @torch.no_grad()
-    def after_step(self) -> dict[str, float]:
+    def after_step(self) -> dict[str, torch.Tensor]:
         # Proportional control on the log-odds of every threshold: too dense -> raise them all.
         current = self.global_density()
-        error = math.log(max(current, 1e-4) / self.density)
-        self.s.add_(self.controller_gain * error)
+        error = torch.log(current.clamp(min=1e-4) / self.density)
+        self.s.add_(self.controller_gain * error.unsqueeze(1))
         return {"density": current}
 
     @torch.no_grad()
-    def finalize(self) -> dict[str, float]:
+    def finalize(self) -> dict[str, list[float]]:
         before = self.global_density()
-        lo, hi = -30.0, 30.0  # one common offset on every s_l; density falls as it grows
+        lo = torch.full_like(
+            before, -30.0
+        )  # one common offset on a task's every s_l; density falls as it grows
+        hi = torch.full_like(before, 30.0)
         for _ in range(60):
             mid = (lo + hi) / 2
-            if self.global_density(mid) > self.density:
-                lo = mid
-            else:
-                hi = mid
-        best = min((lo, hi), key=lambda o: abs(self.global_density(o) - self.density))
-        self.s.add_(best)
-        return {"density_before_calibration": before, "calibration_offset": best}
+            denser = self.global_density(mid) > self.density
+            lo, hi = torch.where(denser, mid, lo), torch.where(denser, hi, mid)
+        errors = torch.stack([(self.global_density(o) - self.density).abs() for o in (lo, hi)])
+        best = torch.where(errors[0] <= errors[1], lo, hi)
+        self.s.add_(best.unsqueeze(1))
+        return {"density_before_calibration": before.tolist(), "calibration_offset": best.tolist()}
 
 
 def method_options(name: str) -> dict[str, object]:
     """The options mask method `name` takes in MaskSpec.options, with their defaults."""
     params = inspect.signature(MASK_METHODS.get(name).__init__).parameters
     return {
-        k: p.default for k, p in params.items() if k not in ("self", "shapes", "density", "seed", "policy")
+        k: p.default for k, p in params.items() if k not in ("self", "shapes", "density", "seeds", "policy")
     }
 
 
@@ -313,12 +339,14 @@ def check_mask_spec(spec: MaskSpec) -> None:
     cls.check_options(spec.options)
 
 
-def build_mask_method(spec: MaskSpec, shapes: list[tuple[int, ...]], seed: int = 0) -> MaskMethod:
-    """The mask method `spec` names, built for these layer shapes with scores drawn from `seed`."""
+def build_mask_method(
+    spec: MaskSpec, shapes: list[tuple[int, ...]], seeds: int | Sequence[int] = 0
+) -> MaskMethod:
+    """The mask method `spec` names for these layer shapes: one task per seed, scores drawn from it."""
     check_mask_spec(spec)
     cls = MASK_METHODS.get(spec.method)
     kwargs = dict(spec.options)
     if cls.takes_policy:
         kwargs["policy"] = spec.policy
-    density = spec.target_density
-    return cls(shapes, density, seed=seed, **kwargs)
+    seeds = [int(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
+    return cls(shapes, spec.target_density, seeds=seeds, **kwargs)

@@ -32,6 +32,7 @@ from supermask.core.masks import MaskSpec, build_mask_method
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask, pack_masks
 from supermask.core.search import SearchConfig, build_optimizer, task_seed
+from supermask.core.stacked import stacked_forward
 
 PAD_PREFIX = "untrained-"
 
@@ -80,9 +81,9 @@ class _Slot:
     def __init__(
         self, base: BaseNetwork, mask: MaskSpec, search: SearchConfig, seed: int, device: str
     ) -> None:
-        self.method = build_mask_method(mask, base.layer_shapes, seed=seed).to(device)
+        self.method = build_mask_method(mask, base.layer_shapes, [seed]).to(device)  # a stack of one
         self.optimizer = build_optimizer(search, self.method.parameters())
-        self.bn_state = base.fresh_bn_state(device)
+        self.bn_state = {k: v.unsqueeze(0) for k, v in base.fresh_bn_state(device).items()}
         self.steps = 0
 
 
@@ -118,7 +119,7 @@ class NNsLearner:
         return task_seed(self.search.seed, i)
 
     def _packed(self, task_id: str, method) -> TaskMask:
-        hard = method.hard_masks()
+        hard = [m[0].cpu().numpy() for m in method.hard_masks()]
         return TaskMask(
             task_id=task_id,
             packed=pack_masks(hard),
@@ -139,7 +140,7 @@ class NNsLearner:
         for i in range(len(self.slots), self.config.min_candidates):
             pad = f"{PAD_PREFIX}{i:04d}"
             if pad not in self._candidates:
-                init = build_mask_method(self.mask_spec, self.base.layer_shapes, seed=self._seed(i))
+                init = build_mask_method(self.mask_spec, self.base.layer_shapes, [self._seed(i)])
                 self._candidates.put(self._packed(pad, init))
 
     def _allocate(self) -> int:
@@ -190,9 +191,9 @@ class NNsLearner:
             self._check(x)
         slot = self.slots[self.current]
         self.base.train()
-        logits = self.base(x, slot.method(), slot.bn_state)
+        logits = stacked_forward(self.base, x.unsqueeze(0), slot.method(), slot.bn_state)[0]
         loss = F.cross_entropy(logits, y)
-        slot.optimizer.zero_grad(set_to_none=True)
+        slot.optimizer.zero_grad()
         loss.backward()
         slot.optimizer.step()
         slot.method.after_step()
@@ -205,7 +206,9 @@ class NNsLearner:
         out = []
         for i, slot in enumerate(self.slots):
             mask = self._packed(self.mask_id(i), slot.method)
-            mask.bn_stats = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in slot.bn_state.items()}
+            mask.bn_stats = {
+                k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in slot.bn_state.items()
+            }
             mask.metrics = {"steps": slot.steps}
             mask.created = time.time()
             out.append(mask)

@@ -1,25 +1,35 @@
-"""Mask search for one task: learn scores over a frozen base, return the packed mask.
+"""Mask search over a stack of K tasks: one loop, and one task is the case K = 1.
 
-The loop is deliberately plain (nanoGPT-style): shuffle, forward with the current masks, backward
-to the scores, step, and hand every step to the hooks (progress, probes, checkpoints).
+Every task of a stack has its own scores, optimizer state, BatchNorm statistics, inputs, labels and
+batch order; they share the one frozen base. Each layer's scores are a (K, *weight shape) tensor, so
+a step is one batched product per layer (`torch.func.vmap` over the base with K masked weights) and
+one optimizer step over the stacked tensors. Elementwise optimizers (SGD, Adam, RMSprop) treat
+every task's slice exactly as they would alone, so a stacked task learns the mask it would learn by
+itself (bit for bit on CPU for linear bases; convolutions may reorder sums, see tests/test_search.py).
+
+The loop keeps everything on the device: data for the stack is indexed there, and the loss,
+accuracy and method metrics accumulate in device tensors that are read once per epoch.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from supermask.core.batches import StackedTensors, TaskBatches
+from supermask.core.bits import pack_bits
 from supermask.core.fields import check_fields, choices, in_range
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
 from supermask.core.nets import BaseNetwork
-from supermask.core.packing import TaskMask, pack_masks
+from supermask.core.optimizers import SGD, Adam, Optimizer, RMSprop
+from supermask.core.packing import TaskMask
+from supermask.core.stacked import stacked_forward
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("cosine", "constant")
@@ -37,8 +47,7 @@ class SearchConfig:
     epochs: int | None = field(default=1, metadata=in_range(1))
     iterations: int | None = field(default=None, metadata=in_range(1))  # overrides epochs when set
     batch_size: int = field(default=128, metadata=in_range(1))
-    seed: int = 0  # task t's scores are drawn from task_seed(seed, t)
-    log_every: int = field(default=10, metadata=in_range(1))  # steps between recorded loss/accuracy points
+    seed: int = 0  # task t's scores and batch order come from task_seed(seed, t)
 
 
 def task_seed(search_seed: int, t: int) -> int:
@@ -46,33 +55,15 @@ def task_seed(search_seed: int, t: int) -> int:
     return search_seed * 100_003 + t
 
 
-@dataclass
-class StepInfo:
-    """What a hook sees after each optimizer step."""
-
-    step: int
-    total_steps: int
-    loss: float
-    accuracy: float
-    lr: float
-    method: MaskMethod
-    base: BaseNetwork
-
-
-StepHook = Callable[[StepInfo], "dict[str, float] | None"]
-
-
-def build_optimizer(config: SearchConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(config: SearchConfig, params) -> Optimizer:
     """The optimizer a search config names, over `params`."""
     name = config.optimizer
     if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
+        return RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
@@ -90,111 +81,137 @@ def learning_rate(config: SearchConfig, step: int, steps: int) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The seeded shuffle of epoch `epoch`: any step's batch can be recomputed, so a search resumes exactly."""
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """A task's seeded shuffle of epoch `epoch`: any step's batch can be recomputed, so a search resumes exactly."""
     generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(n, generator=generator)
 
 
-class MaskSearch:
-    """One task's mask search as a resumable object: step it, checkpoint it, finish it.
+@dataclass
+class StepInfo:
+    """What a hook sees after each optimizer step (tensors stay on the device: reading them syncs)."""
+
+    step: int
+    total_steps: int
+    loss: torch.Tensor  # (K,)
+    correct: torch.Tensor  # (K,) samples right in this step's batch
+    lr: float
+    method: MaskMethod
+    base: BaseNetwork
+
+
+StepHook = Callable[[StepInfo], "dict[str, torch.Tensor] | None"]
+
+
+def _stack_bn(base: BaseNetwork, k: int, device) -> dict[str, torch.Tensor]:
+    return {
+        name: v.unsqueeze(0).repeat(k, *([1] * v.dim())) for name, v in base.fresh_bn_state(device).items()
+    }
+
+
+class StackedSearch:
+    """K tasks' mask searches stepped together as one resumable object: step it, checkpoint it, finish it.
 
     With `shard=(rank, world)` each of `world` workers takes its slice of every (identical) global
     batch, and `grad_sync` (e.g. an all-reduce) runs between backward and the optimizer step: that is
-    data-parallel search over one task. `provenance` (a hash of everything that produced the search)
-    is kept in checkpoints and in the finished mask; a checkpoint of other settings is refused.
+    data-parallel search. `provenance` (a hash of everything that produced the search) is kept in
+    checkpoints and in the finished masks; a checkpoint of other settings is refused.
     """
 
     def __init__(
         self,
         base: BaseNetwork,
-        train_x: torch.Tensor,
-        train_y: torch.Tensor,
+        data: TaskBatches,
         mask: MaskSpec,
         config: SearchConfig,
         *,
-        seed: int | None = None,
-        task_id: str = "task",
+        seeds: Sequence[int],
+        task_ids: Sequence[str],
         num_classes: int | None = None,
         device: torch.device | str = "cpu",
         shard: tuple[int, int] = (0, 1),
         grad_sync: Callable[[MaskMethod], None] | None = None,
         provenance: dict | None = None,
     ) -> None:
-        if train_x.shape[1:] != torch.Size(base.spec.input_shape):
-            raise ValueError(
-                f"task {task_id}: inputs have shape {tuple(train_x.shape[1:])} but the base expects "
-                f"{tuple(base.spec.input_shape)}; set base.input_shape to match the stream"
-            )
         check_fields(config, "search.")
-        self.base, self.train_x, self.train_y = base, train_x, train_y
-        self.mask_spec, self.config = mask, config
-        self.seed = config.seed if seed is None else seed
-        self.task_id, self.num_classes, self.device = task_id, num_classes, device
+        if not len(seeds) == len(task_ids) == data.num_tasks:
+            raise ValueError(
+                f"a stack needs one seed and one task id per task: {len(seeds)} seeds, {len(task_ids)} ids, "
+                f"{data.num_tasks} tasks of data"
+            )
+        self.base, self.data, self.mask_spec, self.config = base, data, mask, config
+        self.seeds, self.task_ids = [int(s) for s in seeds], list(task_ids)
+        self.num_classes, self.device = num_classes, device
         self.rank, self.world = shard
         self.grad_sync = grad_sync
         self.provenance = dict(provenance or {})
-        self.method = build_mask_method(mask, base.layer_shapes, seed=self.seed).to(device)
-        self.bn_state = base.fresh_bn_state(device)
+        self.method = build_mask_method(mask, base.layer_shapes, self.seeds).to(device)
+        self.bn_state = _stack_bn(base, len(self.seeds), device)
         self.optimizer = build_optimizer(config, self.method.parameters())
-        self.steps = total_steps(config, len(train_x))
-        self.steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+        self.steps = total_steps(config, data.size)
+        self.steps_per_epoch = math.ceil(data.size / config.batch_size)
         self.step = 0
         self.seconds = 0.0
         self.resumed_at: list[int] = []
-        self.curve: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
+        self.curve: dict[str, list] = {"step": [], "loss": [], "accuracy": []}  # per epoch, (K,) values
         self.extra: dict[str, list] = {}
-        self._window = [0.0, 0.0, 0.0]  # loss sum, correct, seen since the last curve point
+        self._window = torch.zeros(3, len(self.seeds), device=device)  # loss sum, correct, seen
+        self._metrics: dict[str, torch.Tensor] = {}
         self._order: tuple[int, torch.Tensor] | None = None
 
+    @property
+    def num_tasks(self) -> int:
+        return len(self.seeds)
+
     def _batch(self, step: int) -> torch.Tensor:
+        """(K, B) example indices of step `step`: each task's own seeded shuffle, this worker's slice."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, _epoch_order(len(self.train_x), self.seed, epoch))
+            order = torch.stack([epoch_order(self.data.size, s, epoch) for s in self.seeds])
+            self._order = (epoch, order.to(self.device))
         size = self.config.batch_size
-        idx = self._order[1][position * size : (position + 1) * size]
-        return idx[self.rank :: self.world]
+        return self._order[1][:, position * size : (position + 1) * size][:, self.rank :: self.world]
 
-    def run_step(self, hooks: list[StepHook] = ()) -> dict[str, float]:
-        """Take one optimizer step; returns the step's metrics."""
+    def run_step(self, hooks: Sequence[StepHook] = ()) -> None:
+        """Take one optimizer step for every task of the stack."""
         started = time.perf_counter()
         self.base.train()
-        idx = self._batch(self.step)
-        x, y = self.train_x[idx].to(self.device), self.train_y[idx].to(self.device)
+        x, y = self.data.take(self._batch(self.step))
         lr = learning_rate(self.config, self.step, self.steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        logits = self.base(x, self.method(), self.bn_state)
-        loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.optimizer.lr = lr
+        logits = stacked_forward(self.base, x, self.method(), self.bn_state)
+        per_task = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+        self.optimizer.zero_grad()
+        per_task.sum().backward()  # tasks share no parameter: each gets exactly its own gradient
         if self.grad_sync is not None:
             self.grad_sync(self.method)
         self.optimizer.step()
         self.step += 1
         metrics = self.method.after_step()
         with torch.no_grad():
-            pred = (logits[:, : self.num_classes] if self.num_classes else logits).argmax(1)
-            correct = float((pred == y).sum())
-        loss_value = float(loss.detach())
-        self._window[0] += loss_value * len(y)
-        self._window[1] += correct
-        self._window[2] += len(y)
-        info = StepInfo(
-            self.step, self.steps, loss_value, correct / max(len(y), 1), lr, self.method, self.base
-        )
+            real = logits[..., : self.num_classes] if self.num_classes else logits
+            correct = (real.argmax(-1) == y).sum(1).float()
+            self._window += torch.stack(
+                [per_task.detach() * y.shape[1], correct, torch.full_like(correct, y.shape[1])]
+            )
+        info = StepInfo(self.step, self.steps, per_task.detach(), correct, lr, self.method, self.base)
         for hook in hooks:
             metrics.update(hook(info) or {})
-        if self.step % self.config.log_every == 0 or self.step == self.steps:
-            loss_sum, correct_sum, seen = self._window
-            self.curve["step"].append(self.step)
-            self.curve["loss"].append(loss_sum / max(seen, 1))
-            self.curve["accuracy"].append(correct_sum / max(seen, 1))
-            for k, v in metrics.items():
-                self.extra.setdefault(k, []).append(float(v))
-            self._window = [0.0, 0.0, 0.0]
+        self._metrics = metrics
+        if self.step % self.steps_per_epoch == 0 or self.step == self.steps:
+            self._record()
         self.seconds += time.perf_counter() - started
-        return metrics
+
+    def _record(self) -> None:
+        """Read the epoch's device-side sums (the one host sync of an epoch) into the curve."""
+        loss_sum, correct, seen = self._window.cpu().unbind(0)
+        seen = seen.clamp(min=1)
+        self.curve["step"].append(self.step)
+        self.curve["loss"].append((loss_sum / seen).tolist())
+        self.curve["accuracy"].append((correct / seen).tolist())
+        for k, v in self._metrics.items():
+            self.extra.setdefault(k, []).append(torch.as_tensor(v).detach().cpu().reshape(-1).tolist())
+        self._window.zero_()
 
     @property
     def done(self) -> bool:
@@ -202,30 +219,30 @@ class MaskSearch:
 
     def run(
         self,
-        hooks: list[StepHook] = (),
+        hooks: Sequence[StepHook] = (),
         *,
-        checkpoint_every: int = 0,
+        should_checkpoint: Callable[[StackedSearch], bool] | None = None,
         on_checkpoint: Callable[[dict], None] | None = None,
-        before_result: Callable[[MaskSearch], None] | None = None,
-    ) -> TaskMask:
-        """Step until the budget is spent (checkpointing every `checkpoint_every` steps), then finish.
+        before_result: Callable[[StackedSearch], None] | None = None,
+    ) -> list[TaskMask]:
+        """Step until the budget is spent, checkpointing when `should_checkpoint` says so, then finish.
 
         `before_result` runs once after the last step (e.g. data-parallel workers average their BN statistics).
         """
         while not self.done:
             self.run_step(hooks)
-            if checkpoint_every and on_checkpoint and self.step % checkpoint_every == 0 and not self.done:
+            if on_checkpoint and should_checkpoint and not self.done and should_checkpoint(self):
                 on_checkpoint(self.state_dict())
         if before_result is not None:
             before_result(self)
-        return self.result()
+        return self.results()
 
     def state_dict(self) -> dict:
-        """Everything needed to continue this search bit-for-bit in another process (tensors and plain values)."""
+        """Everything needed to continue the stack bit for bit in another process (tensors and plain values)."""
         return {
-            "task_id": self.task_id,
+            "task_ids": list(self.task_ids),
             "base_fingerprint": self.base.fingerprint,
-            "provenance": self.provenance.get("hash", ""),
+            "provenance": dict(self.provenance),
             "step": self.step,
             "steps": self.steps,
             "seconds": self.seconds,
@@ -235,22 +252,22 @@ class MaskSearch:
             "bn_state": {k: v.detach().cpu().clone() for k, v in self.bn_state.items()},
             "curve": self.curve,
             "extra": self.extra,
-            "window": list(self._window),
+            "window": self._window.cpu().clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()` output of a search of the same task, base and settings."""
-        if state["base_fingerprint"] != self.base.fingerprint or state["task_id"] != self.task_id:
+        """Continue from `state_dict()` output of a search of the same tasks, base and settings."""
+        if state["base_fingerprint"] != self.base.fingerprint or list(state["task_ids"]) != self.task_ids:
             raise ValueError(
-                f"checkpoint is of task {state['task_id']!r} on base {state['base_fingerprint']}, not "
-                f"{self.task_id!r} on {self.base.fingerprint}; delete the stale checkpoint"
+                f"checkpoint is of tasks {list(state['task_ids'])[:4]}... on base {state['base_fingerprint']}, not "
+                f"{self.task_ids[:4]}... on {self.base.fingerprint}; delete the stale checkpoint"
             )
-        mine = self.provenance.get("hash", "")
-        if state.get("provenance", "") != mine:
+        mine, theirs = self.provenance.get("hash", ""), (state.get("provenance") or {}).get("hash", "")
+        if theirs != mine:
             raise ValueError(
-                f"checkpoint of task {self.task_id!r} was made with other settings (provenance "
-                f"{state.get('provenance') or 'unknown'}, this search {mine or 'unknown'}): resuming it would mix "
-                "two searches. Delete the checkpoint to start the task again"
+                f"checkpoint of tasks {self.task_ids[:4]}... was made with other settings (provenance "
+                f"{theirs or 'unknown'}, this search {mine or 'unknown'}): resuming it would mix "
+                "two searches. Delete the checkpoint to start those tasks again"
             )
         if state["steps"] != self.steps:
             raise ValueError(f"checkpoint budget is {state['steps']} steps, this search has {self.steps}")
@@ -260,43 +277,72 @@ class MaskSearch:
             self.bn_state[k].copy_(v)
         self.step, self.seconds = state["step"], state["seconds"]
         self.resumed_at = list(state["resumed_at"]) + [state["step"]]
-        self.curve, self.extra, self._window = state["curve"], state["extra"], list(state["window"])
+        self.curve, self.extra = state["curve"], state["extra"]
+        self._window.copy_(state["window"])
 
-    def current_mask(self, finalize: bool = True) -> TaskMask:
-        """The packed mask as the search stands, with BN statistics (finalize: the method's last calibration)."""
-        method = self.method
-        if finalize:
-            method = copy.deepcopy(self.method)  # the live search keeps its own state (e.g. thresholds)
-            method.finalize()
-        hard = method.hard_masks()
-        return TaskMask(
-            task_id=self.task_id,
-            packed=pack_masks(hard),
-            layer_names=list(self.base.masked_names),
-            layer_shapes=[tuple(s) for s in self.base.layer_shapes],
-            layer_density=[float(m.mean()) for m in hard],
-            base_fingerprint=self.base.fingerprint,
-            bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.bn_state.items()},
-            provenance=dict(self.provenance),
-        )
+    @torch.no_grad()
+    def packed_masks(self) -> tuple[np.ndarray, list[list[float]]]:
+        """The masks as they stand: packed bits (K, bytes) uint8 and per-task layer densities."""
+        hard = [m.flatten(1) for m in self.method.hard_masks()]
+        layer_density = torch.stack([m.float().mean(1) for m in hard], dim=1).cpu().tolist()
+        return pack_bits(torch.cat(hard, dim=1)).cpu().numpy(), layer_density
 
-    def result(self) -> TaskMask:
-        """Finish the search (final calibration) and return the packed mask with BN statistics and metrics."""
+    def _task_masks(self, packed: np.ndarray, layer_density: list[list[float]]) -> list[TaskMask]:
+        bn = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.bn_state.items()}
+        return [
+            TaskMask(
+                task_id=tid,
+                packed=packed[k].copy(),
+                layer_names=list(self.base.masked_names),
+                layer_shapes=[tuple(s) for s in self.base.layer_shapes],
+                layer_density=layer_density[k],
+                base_fingerprint=self.base.fingerprint,
+                bn_stats={name: v[k].copy() for name, v in bn.items()},
+                provenance=dict(self.provenance),
+            )
+            for k, tid in enumerate(self.task_ids)
+        ]
+
+    def current_masks(self) -> list[TaskMask]:
+        """The masks the search would return if it ended now (the method's final calibration on a copy)."""
+        import copy
+
+        live = self.method
+        self.method = copy.deepcopy(live)
+        try:
+            self.method.finalize()
+            return self._task_masks(*self.packed_masks())
+        finally:
+            self.method = live
+
+    def results(self) -> list[TaskMask]:
+        """Finish the search (final calibration) and return each task's packed mask with BN statistics and metrics."""
         final = self.method.finalize()
         self.base.eval()
-        mask = self.current_mask(finalize=False)
-        mask.metrics = {
-            "steps": self.steps,
-            "seconds": self.seconds,
-            "samples_per_second": self.steps * self.config.batch_size / max(self.seconds, 1e-9),
-            "train_curve": self.curve,
-            "train_accuracy": self.curve["accuracy"][-1] if self.curve["accuracy"] else None,
-            "resumed_at_steps": self.resumed_at,
-            **{f"curve_{k}": v for k, v in self.extra.items()},
-            **final,
-        }
-        mask.created = time.time()
-        return mask
+        masks = self._task_masks(*self.packed_masks())
+        share = self.seconds / self.num_tasks
+        for k, mask in enumerate(masks):
+            mask.metrics = {
+                "steps": self.steps,
+                "seconds": share,  # the stack's time, split evenly over its tasks
+                "stack_seconds": self.seconds,
+                "stacked_tasks": self.num_tasks,
+                "samples_per_second": self.steps
+                * self.config.batch_size
+                * self.num_tasks
+                / max(self.seconds, 1e-9),
+                "train_curve": {
+                    "step": list(self.curve["step"]),
+                    "loss": [row[k] for row in self.curve["loss"]],
+                    "accuracy": [row[k] for row in self.curve["accuracy"]],
+                },
+                "train_accuracy": self.curve["accuracy"][-1][k] if self.curve["accuracy"] else None,
+                "resumed_at_steps": list(self.resumed_at),
+                **{f"curve_{name}": [row[k] for row in rows] for name, rows in self.extra.items()},
+                **{name: values[k] for name, values in final.items()},
+            }
+            mask.created = time.time()
+        return masks
 
 
 def search_mask(
@@ -308,11 +354,24 @@ def search_mask(
     *,
     task_id: str = "task",
     num_classes: int | None = None,
-    hooks: list[StepHook] = (),
+    hooks: Sequence[StepHook] = (),
     device: torch.device | str = "cpu",
 ) -> TaskMask:
-    """Learn a mask for one task on `base` and return it packed with its BN statistics and metrics."""
-    search = MaskSearch(
-        base, train_x, train_y, mask, config, task_id=task_id, num_classes=num_classes, device=device
+    """Learn one task's mask on `base` (a stack of one) and return it packed with its BN statistics and metrics."""
+    if train_x.shape[1:] != torch.Size(base.spec.input_shape):
+        raise ValueError(
+            f"task {task_id}: inputs have shape {tuple(train_x.shape[1:])} but the base expects "
+            f"{tuple(base.spec.input_shape)}; set base.input_shape to match the stream"
+        )
+    data = StackedTensors.of([train_x], [train_y], device)
+    search = StackedSearch(
+        base,
+        data,
+        mask,
+        config,
+        seeds=[config.seed],
+        task_ids=[task_id],
+        num_classes=num_classes,
+        device=device,
     )
-    return search.run(hooks)
+    return search.run(hooks)[0]

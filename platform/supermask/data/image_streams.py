@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,62 @@ class PermutedMNIST(_MNISTStream):
             return normalise_mnist(x.reshape(len(x), 784)[:, perm])
 
         return inputs(mnist.train_x), _labels(mnist.train_y), inputs(mnist.test_x), _labels(mnist.test_y)
+
+    def train_examples(self, t: int) -> int:
+        self._check_index(t)
+        n = len(self._mnist().train_y)
+        return (
+            n - int(self._validation_split(t, _labels(self._mnist().train_y))[1].numel())
+            if self.validation_fraction
+            else n
+        )
+
+    def stacked(
+        self, ts: Sequence[int], split: str = "train", device: torch.device | str = "cpu"
+    ) -> PermutedBatches:
+        """The tasks share one copy of the images on the device; each task's pixel permutation is applied there."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split {split!r} is not one of train, val, test")
+        mnist = self._mnist()
+        images, labels = (mnist.test_x, mnist.test_y) if split == "test" else (mnist.train_x, mnist.train_y)
+        labels = _labels(labels)
+        if split == "test" or not self.validation_fraction:
+            if split == "val":
+                raise ValueError("no validation split: set data.validation_fraction > 0")
+            rows = torch.arange(len(labels)).expand(len(ts), -1)
+        else:
+            part = 0 if split == "train" else 1
+            rows = torch.stack([self._validation_split(t, labels)[part] for t in ts])
+        perms = torch.stack([torch.from_numpy(self.permutation(t)) for t in ts])
+        return PermutedBatches(
+            normalise_mnist(images.reshape(len(images), 784)).to(device),
+            labels.to(device),
+            rows.contiguous().to(device),
+            perms.to(device),
+        )
+
+
+@dataclass
+class PermutedBatches:
+    """K PermutedMNIST tasks on one device: one copy of the images, each task's rows and pixel order."""
+
+    images: torch.Tensor  # (M, 784), normalised
+    labels: torch.Tensor  # (M,)
+    rows: torch.Tensor  # (K, N): which images each task has (its training or validation part)
+    perms: torch.Tensor  # (K, 784)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.rows.shape[1]
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = self.rows.gather(1, index)
+        x = self.images[chosen]  # (K, B, 784)
+        return x.gather(2, self.perms.unsqueeze(1).expand_as(x)), self.labels[chosen]
 
 
 @register_stream("rotated_mnist")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from supermask.core.batches import StackedTensors, TaskBatches
 from supermask.core.fields import in_range
 from supermask.core.registry import Registry
 from supermask.data.datasets import DataConfig, stratified_split
@@ -28,6 +29,7 @@ class StreamSpec:
     options: dict = field(default_factory=dict, hash=False)  # stream-specific, e.g. {"angles": [...]}
 
 
+SPLITS = ("train", "val", "test")
 _VALIDATION_SALT = 0x5A11D  # keeps the validation draw independent of the task's own draws from [seed, t]
 
 
@@ -105,13 +107,34 @@ class Stream:
                 raise AssertionError(f"{self.name} task {t} {part} inputs are {x.dtype} {tuple(x.shape)}")
         val_x = val_y = None
         if self.validation_fraction > 0:
-            keep, held = stratified_split(
-                train_y.numpy(), self.validation_fraction, [self.seed, t, _VALIDATION_SALT]
-            )
-            keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
-            val_x, val_y = train_x[held_t], train_y[held_t]
-            train_x, train_y = train_x[keep_t], train_y[keep_t]
+            keep, held = self._validation_split(t, train_y)
+            val_x, val_y = train_x[held], train_y[held]
+            train_x, train_y = train_x[keep], train_y[keep]
         return TaskData(t, self.task_id(t), train_x, train_y, test_x, test_y, val_x, val_y)
+
+    def _validation_split(self, t: int, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept, held-out) indices of task t's training examples, stratified and seeded by (seed, t)."""
+        keep, held = stratified_split(
+            train_y.numpy(), self.validation_fraction, [self.seed, t, _VALIDATION_SALT]
+        )
+        return torch.from_numpy(keep), torch.from_numpy(held)
+
+    def stacked(
+        self, ts: Sequence[int], split: str = "train", device: torch.device | str = "cpu"
+    ) -> TaskBatches:
+        """Tasks `ts`' examples of one split ("train", "val" or "test") on `device`, for a stacked search
+        or evaluation. Every task must have as many examples as the others (see `train_examples`)."""
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        parts = [self.task(t) for t in ts]
+        xs, ys = [getattr(p, f"{split}_x") for p in parts], [getattr(p, f"{split}_y") for p in parts]
+        if any(x is None for x in xs):
+            raise ValueError("no validation split: set data.validation_fraction > 0")
+        return StackedTensors.of(xs, ys, device)
+
+    def train_examples(self, t: int) -> int:
+        """How many training examples task t has (tasks of equal size can be searched as one stack)."""
+        return len(self.task(t).train_y)
 
     def spec(self) -> dict[str, Any]:
         """The arguments that rebuild this stream: build_stream(**stream.spec())."""

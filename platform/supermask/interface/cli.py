@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from supermask.interface.store_commands import add_store_parser, run_store_command
@@ -89,15 +91,20 @@ def _cmd_run(args) -> int:
             resolved = f"# not resolved (the data is not here): {e}"
         print(dump_spec(spec) + resolved)
         return 0
-    recipe = _resolved(spec)[0]
+    started = time.perf_counter()
     out_dir = args.out or Path(spec.run.out or Path("runs") / spec.name)
     print(
         f"supermask run: {spec.name}: {spec.stream.num_tasks} tasks of {spec.stream.name} "
         f"on {spec.base.arch}, mask {spec.mask.method}; output in {out_dir}",
         flush=True,
     )
-    with ray_session(args.address):
-        result = run_job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
+    with ThreadPoolExecutor(1) as pool:
+        resolving = pool.submit(_resolved, spec)  # loads the data's metadata while Ray starts
+        with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose) as session:
+            recipe = resolving.result()[0]
+            result = run_job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
+    result.timing["ray_start_seconds"] = session.start_seconds
+    result.timing["command_seconds"] = time.perf_counter() - started
     results = write_report(spec, result, out_dir)
     for t in results["tasks"]:
         acc = "failed: " + t["error"] if t["error"] else f"{t['accuracy']:.4f}"
@@ -112,7 +119,10 @@ def _cmd_run(args) -> int:
             f"{results['avg_accuracy_all_outputs']:.4f}"
         )
     _print_inference(results)
-    print(f"data: {results['data_source']}; {results['seconds']:.1f} s")
+    print(f"data: {results['data_source']}")
+    from supermask.interface.report import timing_line
+
+    print(f"time: {timing_line(results['timing'], results['seconds'])}")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     if results["failed_tasks"]:
         print(
@@ -158,7 +168,7 @@ def _cmd_infer(args) -> int:
         f"masks from {root}; output in {out_dir}",
         flush=True,
     )
-    with ray_session(args.address):
+    with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose):
         result = run_inference(recipe, root, progress=not args.no_progress)
     results = write_report(spec, result, out_dir)
     for t in results["tasks"]:
@@ -189,7 +199,7 @@ def _cmd_tune(args) -> int:
         flush=True,
     )
     try:
-        with ray_session(args.address):
+        with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose):
             outcome = run_sweep(sweep, out_dir, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("supermask: interrupted; run the same command again to resume the sweep", file=sys.stderr)

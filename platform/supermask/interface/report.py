@@ -58,9 +58,11 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "seconds": result.seconds,
         "learn_seconds": result.learn_seconds,
         "eval_seconds": result.eval_seconds,
+        "timing": result.timing,
         "resources": result.resources,
         "strategy": result.strategy,
         "workers": result.workers,
+        "stack_size": result.stack_size,
         "shards": result.shards,
         "inference": _inference_summary(spec, result),
         "nns": result.nns,
@@ -68,6 +70,27 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "versions": {"supermask": __version__, "python": _platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def timing_line(timing: dict, total: float = 0.0) -> str:
+    """Where a run's time went, in one line (`total`: the wall time when the command's own is not known)."""
+    parts = [
+        (label, timing.get(key))
+        for label, key in (
+            ("Ray start", "ray_start_seconds"),
+            ("Train start", "train_start_seconds"),
+            ("search", "search_seconds"),
+            ("evaluation", "evaluate_seconds"),
+            ("checkpoints", "checkpoint_seconds"),
+            ("store writes", "store_seconds"),
+            ("task inference", "inference_seconds"),
+        )
+    ]
+    inner = ", ".join(f"{label} {value:.1f} s" for label, value in parts if value)
+    total = timing.get("command_seconds", total)
+    if not inner:
+        return f"{total:.1f} s in all"
+    return f"{total:.1f} s in all ({inner}; the search and what follows it summed over workers)"
 
 
 def plot_task_accuracy(results: dict, path: Path) -> None:
@@ -115,8 +138,9 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         if avg is not None
         else "- average accuracy: n/a (no task evaluated)",
         f"- data: {result.data_source}",
-        f"- Ray Train: {result.strategy}, {result.workers} worker(s); mask store: {result.shards} shard(s)",
-        f"- time: {result.seconds:.1f} s (learning {result.learn_seconds:.1f} s, evaluation {result.eval_seconds:.1f} s)",
+        f"- Ray Train: {result.strategy}, {result.workers} worker(s), up to {result.stack_size} task(s) searched as "
+        f"one stack; mask store: {result.shards} shard(s)",
+        f"- time: {timing_line(result.timing, result.seconds)}",
         f"- weights per mask: {result.num_weights:,}; bytes per stored mask: "
         f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}",
         "",

@@ -1,51 +1,142 @@
-"""Learning one task of a recipe: the unit of work a runtime schedules (no Ray here)."""
+"""Learning a block of tasks of a recipe as one stack: the unit of work a runtime schedules (no Ray here).
+
+A block is searched as one `StackedSearch`, checkpointed as one file at a cadence measured in
+seconds of work, and evaluated on the device while its masks are still there (scenario GG: each
+task with its own mask). Blocks are cut from the whole stream, not from what is left to do, so a
+rerun after a crash finds the same blocks and their checkpoints.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from supermask.core.packing import TaskMask
-from supermask.core.search import MaskSearch
+from supermask.core.search import StackedSearch
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Workbench
 
+log = logging.getLogger(__name__)
 
-def learn_task(
+CHECKPOINT_BUDGET = 0.05  # at most this share of a block's time goes to checkpoints
+FIRST_CHECKPOINT_S = 10.0  # no checkpoint before this much work (a short block is cheaper to redo)
+
+
+def plan_blocks(sizes: Sequence[int], workers: int, most: int) -> list[list[int]]:
+    """Cut tasks 0..n-1 into blocks of equal training size (`sizes[t]`), at most `most` per block,
+    balanced so that `workers` workers get as even a share as whole blocks allow."""
+    by_size: dict[int, list[int]] = {}
+    for t, n in enumerate(sizes):
+        by_size.setdefault(int(n), []).append(t)
+    blocks = []
+    for tasks in by_size.values():
+        per_block = max(1, min(most, math.ceil(len(tasks) / max(workers, 1))))
+        blocks += [tasks[i : i + per_block] for i in range(0, len(tasks), per_block)]
+    return sorted(blocks)
+
+
+def block_name(task_ids: Sequence[str]) -> str:
+    """The checkpoint name of a block: its first task id and how many follow."""
+    return f"{task_ids[0]}+{len(task_ids) - 1}"
+
+
+@dataclass
+class CheckpointPolicy:
+    """When to checkpoint: every `every` seconds if given, else when the time since the last one is at
+    least 1/`budget` times what the last write took (so writes cost at most `budget` of the time)."""
+
+    every: float | None = None
+    budget: float = CHECKPOINT_BUDGET
+    first_after: float = FIRST_CHECKPOINT_S
+    last: float = field(default_factory=time.perf_counter)
+    write_seconds: float = 0.0  # all writes so far
+    writes: int = 0
+    _last_write: float = 0.0
+
+    def due(self, search: StackedSearch) -> bool:
+        waited = time.perf_counter() - self.last
+        if self.every is not None:
+            return waited >= self.every
+        return waited >= max(self.first_after if not self.writes else 0.0, self._last_write / self.budget)
+
+    def wrote(self, seconds: float) -> None:
+        self.write_seconds += seconds
+        self.writes += 1
+        self._last_write = seconds
+        self.last = time.perf_counter()
+
+
+@dataclass
+class BlockOutcome:
+    """A learned block: its masks (with GG accuracy in their metrics) and where its time went."""
+
+    masks: list[TaskMask]
+    search_seconds: float = 0.0
+    evaluate_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    checkpoints: int = 0
+    resumed_from_step: int = 0
+
+
+def learn_block(
     bench: Workbench,
-    t: int,
+    ts: Sequence[int],
     *,
     checkpoint: Path | None = None,
-    checkpoint_every: int = 0,
+    policy: CheckpointPolicy | None = None,
     write_checkpoints: bool = True,
-    on_start: Callable[[MaskSearch], None] | None = None,
-    before_result: Callable[[MaskSearch], None] | None = None,
+    evaluate: bool = True,
+    on_start: Callable[[StackedSearch], None] | None = None,
+    before_result: Callable[[StackedSearch], None] | None = None,
     hooks=(),
     **search_options,
-) -> TaskMask:
-    """Search task t's mask, resuming from (and, with write_checkpoints, checkpointing to) `checkpoint`.
+) -> BlockOutcome:
+    """Search the masks of tasks `ts` as one stack, resuming from (and checkpointing to) `checkpoint`.
 
-    `search_options` (shard, grad_sync) make it one worker of a data-parallel search; only one of those
-    workers writes checkpoints.
+    With `evaluate`, each mask's GG test accuracy is measured on the device before it leaves
+    (metrics `test_accuracy` and `test_accuracy_all_outputs`). `search_options` (shard, grad_sync) make
+    it one worker of a data-parallel search; only one of those workers writes checkpoints.
     """
-    search = bench.new_search(t, **search_options)
+    search = bench.new_search(ts, **search_options)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
         if state is not None:
-            try:
-                search.load_state_dict(state)
-            except ValueError as e:
-                raise CheckpointError(f"{checkpoint}: {e}") from None
+            if list(state.get("task_ids", [])) != search.task_ids:
+                log.warning("%s is of another block of tasks; starting this block from step 0", checkpoint)
+            else:
+                try:
+                    search.load_state_dict(state)
+                except ValueError as e:
+                    raise CheckpointError(f"{checkpoint}: {e}") from None
+    outcome = BlockOutcome([], resumed_from_step=search.step)
     if on_start is not None:
         on_start(search)
+    policy = policy or CheckpointPolicy()
     save = None
     if checkpoint is not None and write_checkpoints:
-        save = lambda state: save_checkpoint(state, checkpoint)  # noqa: E731
-    mask = search.run(
-        list(hooks),
-        checkpoint_every=checkpoint_every if save else 0,
-        on_checkpoint=save,
-        before_result=before_result,
+
+        def save(state: dict) -> None:
+            started = time.perf_counter()
+            save_checkpoint(state, checkpoint)
+            policy.wrote(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    masks = search.run(
+        list(hooks), should_checkpoint=policy.due, on_checkpoint=save, before_result=before_result
     )
-    mask.metrics["task_index"] = t
-    return mask
+    outcome.search_seconds = time.perf_counter() - started - policy.write_seconds
+    outcome.checkpoint_seconds, outcome.checkpoints = policy.write_seconds, policy.writes
+    if evaluate:
+        started = time.perf_counter()
+        for mask, accuracy in zip(masks, bench.evaluate_stack(ts, search), strict=True):
+            mask.metrics["test_accuracy"] = accuracy.real_classes
+            mask.metrics["test_accuracy_all_outputs"] = accuracy.all_outputs
+        outcome.evaluate_seconds = time.perf_counter() - started
+    for t, mask in zip(ts, masks, strict=True):
+        mask.metrics["task_index"] = int(t)
+    outcome.masks = masks
+    return outcome

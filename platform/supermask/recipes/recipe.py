@@ -14,16 +14,17 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supermask.config.spec import RunSpec, Spec
-from supermask.core.evaluate import Accuracy, evaluate_mask
+from supermask.core.evaluate import Accuracy, evaluate_mask, stacked_accuracy
 from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MaskSpec
 from supermask.core.nets import BaseNetwork, BaseSpec, build_base
 from supermask.core.nns import NNsConfig
 from supermask.core.packing import TaskMask
-from supermask.core.search import MaskSearch, SearchConfig, task_seed
+from supermask.core.search import SearchConfig, StackedSearch, task_seed
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
 
 
@@ -142,21 +143,36 @@ class Workbench:
             self._tasks[t] = self.stream.task(t)
         return self._tasks[t]
 
-    def new_search(self, t: int, **options) -> MaskSearch:
-        """A mask search for task t, not yet started (options: shard, grad_sync)."""
-        task = self.task(t)
-        return MaskSearch(
+    def new_search(self, ts: Sequence[int], **options) -> StackedSearch:
+        """A search over the stack of tasks `ts` (of equal training size), not yet started.
+
+        `options` (shard, grad_sync) make it one worker of a data-parallel search.
+        """
+        ts = [int(t) for t in ts]
+        return StackedSearch(
             self.base,
-            task.train_x,
-            task.train_y,
+            self.stream.stacked(ts, "train", self.device),
             self.recipe.mask,
             self.recipe.search,
-            seed=task_seed(self.recipe.search.seed, t),
-            task_id=task.task_id,
+            seeds=[task_seed(self.recipe.search.seed, t) for t in ts],
+            task_ids=[self.stream.task_id(t) for t in ts],
             num_classes=self.recipe.num_classes,
             device=self.device,
             provenance=self.recipe.provenance,
             **options,
+        )
+
+    def evaluate_stack(self, ts: Sequence[int], search: StackedSearch, split: str = "test") -> list[Accuracy]:
+        """Each stacked task's accuracy with its own mask as the search stands, on the device (scenario GG)."""
+        batches = self.stream.stacked([int(t) for t in ts], split, self.device)
+        masks = search.method.hard_masks()
+        return stacked_accuracy(
+            self.base,
+            masks,
+            search.bn_state,
+            batches,
+            self.recipe.num_classes,
+            chunk=self.recipe.run.eval_batch_size,
         )
 
     def evaluate(self, t: int, mask: TaskMask, split: str = "test") -> Accuracy:
@@ -189,8 +205,10 @@ def _value_at(fields: dict, path: str):
     return node
 
 
-def stale_tasks(recipe: Recipe, stored: dict[str, dict], where: str, relearn: bool) -> list[str]:
-    """Ids whose stored provenance (task id -> provenance) is not this recipe's.
+def stale_tasks(
+    recipe: Recipe, stored: dict[str, dict], where: str, relearn: bool, what: str = "mask(s)"
+) -> list[str]:
+    """Ids whose stored provenance (task id, or checkpoint name, -> provenance) is not this recipe's.
 
     Raises ProvenanceError naming the fields that differ and the two ways out, unless `relearn`.
     """
@@ -202,13 +220,13 @@ def stale_tasks(recipe: Recipe, stored: dict[str, dict], where: str, relearn: bo
     before = (prov or {}).get("fields")
     if before:
         paths = changed_fields(before, mine["fields"])
-        what = "; ".join(
+        differs = "; ".join(
             f"{p}: {_value_at(before, p)!r} -> {_value_at(mine['fields'], p)!r}" for p in paths[:6]
         ) + (f"; and {len(paths) - 6} more" if len(paths) > 6 else "")
     else:
-        what = "they were stored without a record of their settings"
+        differs = "they were stored without a record of their settings, e.g. migrated from format 1"
     raise ProvenanceError(
-        f"{where} holds {len(stale)} mask(s) (e.g. {example}) learned with other settings than this spec "
-        f"({what}). Nothing was learned or changed. Either write this run to another folder (--out NEW_FOLDER), "
+        f"{where} holds {len(stale)} {what} (e.g. {example}) learned with other settings than this spec "
+        f"({differs}). Nothing was learned or changed. Either write this run to another folder (--out NEW_FOLDER), "
         "or pass --relearn to delete those masks and learn them again with this spec"
     )

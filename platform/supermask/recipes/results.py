@@ -69,7 +69,9 @@ class JobResult:
     resources: dict = field(default_factory=dict)
     strategy: str = ""
     workers: int = 0
+    stack_size: int = 0  # most tasks a worker searched as one stack
     shards: int = 0
+    timing: dict = field(default_factory=dict)  # where the time went (see runtime/job.py learn_timing)
     task_inference_accuracy: float | None = None  # GNs/GNu: test samples whose task was inferred right
     inference_seconds: float = 0.0
     inferences: int = 0  # test batches (or samples) whose task was inferred

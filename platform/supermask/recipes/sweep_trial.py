@@ -1,4 +1,4 @@
-"""The Ray-free part of a sweep trial: its tasks searched in lockstep, one epoch at a time, scored on validation.
+"""The Ray-free part of a sweep trial: its tasks searched as stacks, one epoch at a time, scored on validation.
 
 The runtime (runtime/tune_trial.py) wraps this with Ray Tune's reports and checkpoints.
 """
@@ -10,35 +10,46 @@ import math
 import numpy as np
 
 from supermask.config.sweep import Sweep
-from supermask.core.search import MaskSearch
+from supermask.core.search import StackedSearch
+from supermask.recipes.learn import plan_blocks
 from supermask.recipes.recipe import Workbench
 
 
-def planned_epochs(searches: list[MaskSearch]) -> int:
+def trial_stacks(bench: Workbench) -> list[tuple[list[int], StackedSearch]]:
+    """The trial's tasks as stacks of equal training size: (task indices, search) pairs."""
+    n = bench.recipe.stream.num_tasks
+    blocks = plan_blocks([bench.stream.train_examples(t) for t in range(n)], workers=1, most=n)
+    return [(ts, bench.new_search(ts)) for ts in blocks]
+
+
+def planned_epochs(stacks: list[tuple[list[int], StackedSearch]]) -> int:
     """Reported epochs a trial makes: enough for its longest search."""
-    return max(math.ceil(s.steps / s.steps_per_epoch) for s in searches)
+    return max(math.ceil(s.steps / s.steps_per_epoch) for _, s in stacks)
 
 
-def advance_one_epoch(searches: list[MaskSearch], epoch: int) -> None:
-    """Step every search to the end of epoch `epoch` (1-based) or of its budget, whichever is first."""
-    for search in searches:
+def advance_one_epoch(stacks: list[tuple[list[int], StackedSearch]], epoch: int) -> None:
+    """Step every stack to the end of epoch `epoch` (1-based) or of its budget, whichever is first."""
+    for _, search in stacks:
         while search.step < min(search.steps, epoch * search.steps_per_epoch):
             search.run_step()
 
 
 def epoch_metrics(
-    sweep: Sweep, bench: Workbench, searches: list[MaskSearch], epoch: int, planned: int
+    sweep: Sweep, bench: Workbench, stacks: list[tuple[list[int], StackedSearch]], epoch: int, planned: int
 ) -> dict:
     """What a trial reports after an epoch: validation accuracy, density (global and per layer), objective."""
-    masks = [s.current_mask() for s in searches]
-    accs = [bench.evaluate(t, m, split="val").real_classes for t, m in enumerate(masks)]
+    indexed = sorted(
+        (t, mask) for ts, search in stacks for t, mask in zip(ts, search.current_masks(), strict=True)
+    )
+    masks = [mask for _, mask in indexed]
+    accs = [bench.evaluate(t, mask, split="val").real_classes for t, mask in indexed]
     density = float(np.mean([m.density for m in masks]))
     layers = {
         name: float(np.mean([m.layer_density[i] for m in masks]))
         for i, name in enumerate(masks[0].layer_names)
     }
     val_accuracy = float(np.mean(accs))
-    train = [s.curve["accuracy"][-1] for s in searches if s.curve["accuracy"]]
+    train = [acc for _, s in stacks if s.curve["accuracy"] for acc in s.curve["accuracy"][-1]]
     return {
         "epoch": epoch,
         "planned_epochs": planned,
@@ -50,5 +61,5 @@ def epoch_metrics(
         "objective": sweep.objective(val_accuracy, density),
         "feasible": sweep.feasible(density),
         "train_accuracy": float(np.mean(train)) if train else None,
-        "search_seconds": float(sum(s.seconds for s in searches)),
+        "search_seconds": float(sum(s.seconds for _, s in stacks)),
     }

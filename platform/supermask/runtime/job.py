@@ -12,14 +12,16 @@ import ray
 import ray.train
 from tqdm.auto import tqdm
 
+from supermask.data import stream_of
 from supermask.recipes.checkpoints import load_checkpoint
+from supermask.recipes.learn import plan_blocks
 from supermask.recipes.recipe import Recipe, stale_tasks
 from supermask.recipes.results import JobResult, TaskOutcome
 from supermask.runtime.base_actors import base_pool, close_pool
 from supermask.runtime.events import read_events
 from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes, new_result, run_nns
 from supermask.runtime.mask_store import MaskStore
-from supermask.runtime.placement import check_cluster, num_workers
+from supermask.runtime.placement import check_cluster, num_workers, stack_size
 from supermask.runtime.train_search import SearchPlan, run_search
 
 log = logging.getLogger(__name__)
@@ -96,11 +98,12 @@ def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list
         log.warning("deleting %s: it was learned with other settings (--relearn)", tid)
         store.delete(tid)
     checkpoints = {
-        path.stem: {"hash": (load_checkpoint(path) or {}).get("provenance", "")}
+        path.stem: (load_checkpoint(path) or {}).get("provenance") or {}
         for path in sorted((out_dir / "checkpoints").glob("*.pt"))
     }
-    for tid in stale_tasks(recipe, checkpoints, f"{out_dir / 'checkpoints'}", relearn):
-        (out_dir / "checkpoints" / f"{tid}.pt").unlink(missing_ok=True)
+    where = f"{out_dir / 'checkpoints'}"
+    for name in stale_tasks(recipe, checkpoints, where, relearn, what="checkpoint(s)"):
+        (out_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
 
 
 def _learn_and_evaluate(
@@ -115,13 +118,14 @@ def _learn_and_evaluate(
     if len(todo) < len(outcomes):
         log.info(
             "%d of %d tasks are already in the store; learning the other %d",
-            len(outcomes) - len(todo),
-            len(outcomes),
+            len(ids) - len(todo),
+            len(ids),
             len(todo),
         )
     if todo:
-        plan = SearchPlan(recipe, store, todo, str(out_dir / "checkpoints"), str(events))
-        result.workers = num_workers(recipe.run, len(todo), recipe.run.strategy == "task_parallel")
+        plan = _plan(recipe, store, todo, out_dir)
+        result.workers = num_workers(recipe.run, len(plan.blocks), recipe.run.strategy == "task_parallel")
+        result.stack_size = max(map(len, plan.blocks))
         storage = Path(recipe.run.storage_path) if recipe.run.storage_path else out_dir / "train"
         try:
             with _StoreProgress(store, [ids[t] for t in todo], events, progress):
@@ -133,27 +137,78 @@ def _learn_and_evaluate(
                 f"tasks unlearned ({e}); the {len(ids) - len(left)} stored masks are kept: run the same "
                 "command again to resume, or see the worker logs above"
             ) from e
+        result.timing.update(learn_timing(read_events(events), result.learn_seconds))
 
-    # Evaluate with every mask read back from the store's files by the base actors.
     eval_started = time.perf_counter()
-    if recipe.scenario in ("GNs", "GNu"):
-        result.stored_masks = len(store)
-        fill_gn_outcomes(outcomes, evaluate_gn(recipe, store, list(outcomes), progress), result)
-    else:
-        pool = base_pool(recipe, store, min(len(outcomes), num_workers(recipe.run, len(outcomes))))
-        with tqdm(total=len(outcomes), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
-            for t, real, every in pool.map_unordered(
-                lambda actor, t: actor.evaluate.remote(t), list(outcomes)
-            ):
-                outcomes[t].accuracy, outcomes[t].accuracy_all_outputs = real, every
-                bar.update(1)
-        close_pool(pool)
-    for o, mask in zip(
-        outcomes.values(), store.get_many(ids, fingerprint=recipe.base_fingerprint), strict=True
-    ):
+    masks = store.get_many(ids, fingerprint=recipe.base_fingerprint)
+    for o, mask in zip(outcomes.values(), masks, strict=True):
         o.density, o.mask_bytes = mask.density, mask.mask_bytes
         o.train_accuracy = mask.metrics.get("train_accuracy")
         o.search_seconds = mask.metrics.get("seconds")
         o.resumed_at_steps = mask.metrics.get("resumed_at_steps", [])
+        # GG: measured by the worker on the device, on the very bits it stored
+        o.accuracy = mask.metrics.get("test_accuracy")
+        o.accuracy_all_outputs = mask.metrics.get("test_accuracy_all_outputs")
+    result.timing["read_back_seconds"] = time.perf_counter() - eval_started
+    if recipe.scenario in ("GNs", "GNu"):
+        started = time.perf_counter()
+        result.stored_masks = len(store)
+        fill_gn_outcomes(outcomes, evaluate_gn(recipe, store, list(outcomes), progress), result)
+        result.timing["inference_seconds"] = time.perf_counter() - started
+    else:
+        unevaluated = [
+            t for t, o in outcomes.items() if o.accuracy is None
+        ]  # e.g. masks stored by older versions
+        if unevaluated:
+            _evaluate_on_base_actors(recipe, store, outcomes, unevaluated, progress)
     result.eval_seconds = time.perf_counter() - eval_started
     result.tasks = [outcomes[t] for t in sorted(outcomes)]
+
+
+def _plan(recipe: Recipe, store: MaskStore, todo: list[int], out_dir: Path) -> SearchPlan:
+    """Blocks of the whole stream (so a rerun finds the same blocks), keeping those with work left."""
+    stream = stream_of(recipe.stream, recipe.data)
+    n = recipe.stream.num_tasks
+    parallel = recipe.run.strategy == "task_parallel"
+    workers = num_workers(recipe.run, n, parallel)
+    most = stack_size(recipe.run, recipe.num_weights, n, workers if parallel else 1)
+    left = set(todo)
+    blocks = [
+        b for b in plan_blocks([stream.train_examples(t) for t in range(n)], workers, most) if left & set(b)
+    ]
+    return SearchPlan(recipe, store, blocks, str(out_dir / "checkpoints"), str(out_dir / "events.jsonl"))
+
+
+def _evaluate_on_base_actors(
+    recipe: Recipe, store: MaskStore, outcomes: dict, ts: list[int], progress: bool
+) -> None:
+    """GG accuracy of masks whose metrics lack it, on base actors that read them back from the store."""
+    pool = base_pool(recipe, store, min(len(ts), num_workers(recipe.run, len(ts))))
+    with tqdm(total=len(ts), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
+        for t, real, every in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), ts):
+            outcomes[t].accuracy, outcomes[t].accuracy_all_outputs = real, every
+            bar.update(1)
+    close_pool(pool)
+
+
+def learn_timing(events: list[dict], learn_seconds: float) -> dict:
+    """Where the learning phase's time went, from the workers' events: start-up, search, evaluation,
+    checkpoints and store writes (summed over workers), and the share checkpoints took."""
+    ready = [e for e in events if e["event"] == "worker_ready"]
+    blocks = [e for e in events if e["event"] == "block_stored"]
+    first_start = min((e["time"] for e in events if e["event"] == "train_started"), default=None)
+    search = sum(b["search_seconds"] for b in blocks)
+    checkpoint = sum(b["checkpoint_seconds"] for b in blocks)
+    return {
+        "worker_setup_seconds": max((e["setup_seconds"] for e in ready), default=0.0),
+        "train_start_seconds": (min(e["time"] for e in ready) - first_start)
+        if ready and first_start
+        else None,
+        "search_seconds": search,
+        "evaluate_seconds": sum(b["evaluate_seconds"] for b in blocks),
+        "checkpoint_seconds": checkpoint,
+        "checkpoints": sum(b["checkpoints"] for b in blocks),
+        "checkpoint_share": checkpoint / search if search else 0.0,
+        "store_seconds": sum(b["store_seconds"] for b in blocks),
+        "blocks": len(blocks),
+    }

@@ -65,3 +65,41 @@ def train_worker_device(run: RunSpec) -> str:
     import ray.train.torch
 
     return str(ray.train.torch.get_device())
+
+
+CPU_STACK_CAP = 16  # on a CPU a stack saves Python overhead, not arithmetic: keep blocks small
+GPU_STACK_CAP = 256
+BYTES_PER_WEIGHT = (
+    32  # per stacked task: scores, gradient, optimizer state, mask, masked weight, autograd (float32)
+)
+MEMORY_SHARE = 0.5  # of the free memory a stack may plan to use
+
+
+def stack_bytes(num_weights: int) -> int:
+    """Planned memory of one task in a stacked search over a base of `num_weights` masked weights."""
+    return BYTES_PER_WEIGHT * num_weights
+
+
+@ray.remote(num_gpus=1)
+def _free_gpu_bytes() -> int:
+    return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else 0
+
+
+def _free_host_bytes() -> int:
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def stack_size(run: RunSpec, num_weights: int, num_tasks: int, workers: int) -> int:
+    """Most tasks per stacked block: `run.tasks_per_worker`, else what fits in half the free device memory
+    (asked of a GPU worker, or of this host), no more than an even share of the tasks per worker."""
+    if run.tasks_per_worker:
+        return run.tasks_per_worker
+    even = -(-num_tasks // max(workers, 1))
+    if run.use_gpu:
+        free, cap = ray.get(_free_gpu_bytes.remote()), GPU_STACK_CAP
+    else:
+        free, cap = _free_host_bytes() // max(workers, 1), CPU_STACK_CAP
+    fits = max(1, int(MEMORY_SHARE * free) // stack_bytes(num_weights))
+    return max(1, min(even, cap, fits))

@@ -1,13 +1,14 @@
-"""Mask search on Ray Train (Train V2 `TorchTrainer`): task-parallel or data-parallel.
+"""Mask search on Ray Train (Train V2 `TorchTrainer`): blocks of tasks, task-parallel or data-parallel.
 
-- task_parallel: worker r of W searches tasks todo[r::W], one after another, so one Train run
-  (and its start-up) serves many tasks. Every finished mask goes to the mask store at once.
-- data_parallel: all W workers search one task together: each takes its slice of every global
+- task_parallel: worker r of W searches blocks[r::W], each block of K tasks as one stacked search on
+  its device, evaluates the block there (GG) and puts its masks in the store in one call. One Train
+  run serves the whole stream, so start-up is paid once.
+- data_parallel: all W workers search each block together: each takes its slice of every global
   batch and the score gradients are averaged with an all-reduce (gloo on CPU, NCCL on GPU).
 
 Restarts: the store is the record of finished tasks, so a restarted worker group (Ray Train's
-FailureConfig) or a rerun of the whole command skips them; an unfinished task continues from its
-last checkpoint file under CHECKPOINTS/<task id>.pt (checked against the recipe's provenance).
+FailureConfig) or a rerun of the whole command skips them; an unfinished block continues from its
+last checkpoint, CHECKPOINTS/<first task>+<more>.pt (checked against the recipe's provenance).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import ray
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
-from supermask.recipes.learn import learn_task
+from supermask.recipes.learn import BlockOutcome, CheckpointPolicy, block_name, learn_block
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.runtime.events import log_event
 from supermask.runtime.mask_store import MaskStore
@@ -36,58 +38,98 @@ class SearchPlan:
 
     recipe: Recipe
     store: MaskStore
-    todo: list[int]  # task indices not yet in the store
+    blocks: list[list[int]]  # task indices, each block one stacked search; only blocks with work left
     checkpoint_dir: str
     events_path: str
 
-    def checkpoint(self, task_id: str) -> Path:
-        return Path(self.checkpoint_dir) / f"{task_id}.pt"
+    def checkpoint(self, task_ids: list[str]) -> Path | None:
+        if self.recipe.run.checkpoint_seconds == 0:
+            return None
+        return Path(self.checkpoint_dir) / f"{block_name(task_ids)}.pt"
+
+    def policy(self) -> CheckpointPolicy:
+        return CheckpointPolicy(every=self.recipe.run.checkpoint_seconds)
 
 
 def _worker_setup(config: dict) -> tuple[SearchPlan, int, int, Workbench]:
     """What every Train worker starts with: the plan, its rank and world size, and the built recipe."""
     plan: SearchPlan = config["plan"]
     context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    started = time.perf_counter()
     bench = Workbench(plan.recipe, train_worker_device(plan.recipe.run))
-    return plan, context.get_world_rank(), context.get_world_size(), bench
-
-
-def _store(plan: SearchPlan, mask, t: int, **fields) -> None:
-    written = plan.store.put(mask)
+    torch.set_float32_matmul_precision(plan.recipe.run.matmul_precision)
     log_event(
         Path(plan.events_path),
-        "task_stored",
-        task=mask.task_id,
-        written=written,
-        train_accuracy=mask.metrics["train_accuracy"],
-        seconds=mask.metrics["seconds"],
+        "worker_ready",
+        rank=rank,
+        device=bench.device,
+        setup_seconds=time.perf_counter() - started,
+    )
+    return plan, rank, world, bench
+
+
+def _store_block(
+    plan: SearchPlan, bench: Workbench, outcome: BlockOutcome, missing: set[str], **fields
+) -> None:
+    """Put a block's new masks in the store in one call, log each task, and drop the block's checkpoint."""
+    masks = [m for m in outcome.masks if m.task_id in missing]
+    started = time.perf_counter()
+    written = plan.store.put_many(masks)
+    store_seconds = time.perf_counter() - started
+    events = Path(plan.events_path)
+    for mask, was_written in zip(masks, written, strict=True):
+        log_event(
+            events,
+            "task_stored",
+            task=mask.task_id,
+            written=was_written,
+            train_accuracy=mask.metrics["train_accuracy"],
+            test_accuracy=mask.metrics.get("test_accuracy"),
+            seconds=mask.metrics["seconds"],
+            **fields,
+        )
+    log_event(
+        events,
+        "block_stored",
+        tasks=[m.task_id for m in outcome.masks],
+        search_seconds=outcome.search_seconds,
+        evaluate_seconds=outcome.evaluate_seconds,
+        checkpoint_seconds=outcome.checkpoint_seconds,
+        checkpoints=outcome.checkpoints,
+        store_seconds=store_seconds,
         **fields,
     )
-    plan.checkpoint(mask.task_id).unlink(missing_ok=True)
+    checkpoint = plan.checkpoint([m.task_id for m in outcome.masks])
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+
+
+def _started(plan: SearchPlan, ids: list[str], **fields):
+    def log_start(search) -> None:
+        for task_id in ids:
+            log_event(Path(plan.events_path), "task_started", task=task_id, from_step=search.step, **fields)
+
+    return log_start
 
 
 def _task_parallel_worker(config: dict) -> None:
     plan, rank, world, bench = _worker_setup(config)
-    mine = plan.todo[rank::world]
-    missing = set(plan.store.missing([bench.stream.task_id(t) for t in mine]))
     learned = 0
-    for t in mine:
-        task_id = bench.stream.task_id(t)
-        if task_id not in missing:
+    for block in plan.blocks[rank::world]:
+        ids = [bench.stream.task_id(t) for t in block]
+        missing = set(plan.store.missing(ids))
+        if not missing:
             continue  # stored by an earlier attempt of this worker group
-
-        def started(search, task_id=task_id):
-            log_event(Path(plan.events_path), "task_started", task=task_id, from_step=search.step, rank=rank)
-
-        mask = learn_task(
+        outcome = learn_block(
             bench,
-            t,
-            checkpoint=plan.checkpoint(task_id),
-            checkpoint_every=plan.recipe.run.checkpoint_every,
-            on_start=started,
+            block,
+            checkpoint=plan.checkpoint(ids),
+            policy=plan.policy(),
+            on_start=_started(plan, ids, rank=rank),
         )
-        _store(plan, mask, t, rank=rank)
-        learned += 1
+        _store_block(plan, bench, outcome, missing, rank=rank)
+        learned += len(missing)
     ray.train.report({"rank": rank, "learned": learned})
 
 
@@ -108,43 +150,45 @@ def _data_parallel_worker(config: dict) -> None:
             value /= world
 
     learned = 0
-    for t in plan.todo:
-        task_id = bench.stream.task_id(t)
-        if not plan.store.missing([task_id]):
+    for block in plan.blocks:
+        ids = [bench.stream.task_id(t) for t in block]
+        missing = set(plan.store.missing(ids))
+        if not missing:
             continue
+        log_start = _started(plan, ids, world=world)
 
-        def started(search, task_id=task_id):
+        def started(search, log_start=log_start):
             dist.barrier()  # every rank has read the same checkpoint before rank 0 may write a newer one
             if rank == 0:
-                log_event(
-                    Path(plan.events_path), "task_started", task=task_id, from_step=search.step, world=world
-                )
+                log_start(search)
 
-        mask = learn_task(
+        outcome = learn_block(
             bench,
-            t,
-            checkpoint=plan.checkpoint(task_id),
-            checkpoint_every=plan.recipe.run.checkpoint_every,
+            block,
+            checkpoint=plan.checkpoint(ids),
+            policy=plan.policy(),
             write_checkpoints=rank == 0,
+            evaluate=rank == 0,
             on_start=started,
             before_result=average_bn_statistics,
             shard=(rank, world),
             grad_sync=average_gradients,
         )
-        mask.metrics["data_parallel_workers"] = world
+        for mask in outcome.masks:
+            mask.metrics["data_parallel_workers"] = world
         if rank == 0:
-            _store(plan, mask, t)
+            _store_block(plan, bench, outcome, missing)
         dist.barrier()
-        learned += 1
+        learned += len(missing)
     ray.train.report({"rank": rank, "learned": learned})
 
 
 def run_search(plan: SearchPlan, storage_path: Path) -> float:
     """Run the plan as one Ray Train run; returns its wall-clock seconds."""
     run = plan.recipe.run
-    parallel_tasks = run.strategy == "task_parallel"
-    workers = num_workers(run, len(plan.todo), parallel_tasks)
-    loop = _task_parallel_worker if parallel_tasks else _data_parallel_worker
+    parallel_blocks = run.strategy == "task_parallel"
+    workers = num_workers(run, len(plan.blocks), parallel_blocks)
+    loop = _task_parallel_worker if parallel_blocks else _data_parallel_worker
     storage_path.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         loop,
@@ -158,7 +202,16 @@ def run_search(plan: SearchPlan, storage_path: Path) -> float:
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
         ),
     )
-    log.info("Ray Train: %s over %d worker(s), %d task(s) to learn", run.strategy, workers, len(plan.todo))
+    tasks = sum(len(b) for b in plan.blocks)
+    log.info(
+        "Ray Train: %s over %d worker(s), %d block(s) of up to %d task(s), %d task(s) in all",
+        run.strategy,
+        workers,
+        len(plan.blocks),
+        max(map(len, plan.blocks)),
+        tasks,
+    )
     started = time.perf_counter()
+    log_event(Path(plan.events_path), "train_started", workers=workers, blocks=len(plan.blocks))
     trainer.fit()
     return time.perf_counter() - started

@@ -22,7 +22,7 @@ from supermask.config.sweep import Sweep, plain
 from supermask.core.files import atomic_write
 from supermask.recipes.checkpoints import load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Recipe, Workbench
-from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, planned_epochs
+from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, planned_epochs, trial_stacks
 from supermask.runtime.events import log_event
 from supermask.runtime.placement import process_device
 
@@ -46,7 +46,7 @@ class TrialContext:
         return Path(self.out_dir) / "trials" / f"{trial_id}.json"
 
 
-def _restore(searches: list) -> int:
+def _restore(stacks: list) -> int:
     """Load the trial's last Tune checkpoint into `searches`; returns the epoch it was taken at (0: none)."""
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is None:
@@ -60,7 +60,7 @@ def _restore(searches: list) -> int:
         # Tune's state (repaired after a crash) can name a checkpoint that a later one replaced.
         log.warning("checkpoint %s is gone; this trial starts again from epoch 0", checkpoint.path)
         return 0
-    for search, state in zip(searches, saved["searches"], strict=True):
+    for (_, search), state in zip(stacks, saved["searches"], strict=True):
         search.load_state_dict(state)
     return int(saved["epoch"])
 
@@ -84,9 +84,9 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
         return
     recipe = Recipe.from_spec(sweep.trial_spec(config))
     bench = Workbench(recipe, process_device(recipe.run))
-    searches = [bench.new_search(t) for t in range(recipe.stream.num_tasks)]
-    epoch = _restore(searches)
-    planned = planned_epochs(searches)
+    stacks = trial_stacks(bench)
+    epoch = _restore(stacks)
+    planned = planned_epochs(stacks)
     log_event(
         context.events_path,
         "trial_started",
@@ -97,8 +97,8 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
     )
     while epoch < planned:
         epoch += 1
-        advance_one_epoch(searches, epoch)
-        metrics = epoch_metrics(sweep, bench, searches, epoch, planned)
+        advance_one_epoch(stacks, epoch)
+        metrics = epoch_metrics(sweep, bench, stacks, epoch, planned)
         log_event(
             context.events_path,
             "epoch_done",
@@ -111,7 +111,7 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
             record = {"trial": trial_id, "config": config, "metrics": metrics}
             atomic_write(record_path, json.dumps(record).encode())
         with tempfile.TemporaryDirectory() as folder:
-            state = {"epoch": epoch, "searches": [s.state_dict() for s in searches]}
+            state = {"epoch": epoch, "searches": [s.state_dict() for _, s in stacks]}
             save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
     log_event(context.events_path, "trial_finished", trial=trial_id, epochs=epoch)
