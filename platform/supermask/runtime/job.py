@@ -22,7 +22,7 @@ from supermask.runtime.events import read_events
 from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes, new_result, run_nns
 from supermask.runtime.mask_store import MaskStore
 from supermask.runtime.placement import check_cluster, num_workers, stack_size
-from supermask.runtime.train_search import SearchPlan, run_search
+from supermask.runtime.train_search import SearchPlan, TrainRun
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,10 @@ class _StoreProgress:
 def run_job(recipe: Recipe, out_dir: Path, progress: bool = True, relearn: bool = False) -> JobResult:
     """Learn the recipe's stream on the connected Ray, store masks under out_dir/store, evaluate its scenario.
 
-    GG and GNs/GNu learn with Ray Train and evaluate on base actors; NNs learns without task ids in one
-    Ray task. Stored masks or checkpoints of other settings stop the job before it learns anything,
-    unless `relearn` (then they are deleted and learned again).
+    GG and GNs/GNu learn with Ray Train and evaluate from the store; NNs learns without task ids in
+    one Ray task. Stored masks or checkpoints of other settings stop the job before it learns
+    anything, unless `relearn` (then they are deleted and learned again). A fresh run starts Ray Train
+    at once and opens the store while its workers start.
     """
     check_cluster(recipe.run)
     if recipe.scenario == "NNs":
@@ -79,14 +80,36 @@ def run_job(recipe: Recipe, out_dir: Path, progress: bool = True, relearn: bool 
     started = time.perf_counter()
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = MaskStore.open(out_dir / "store", recipe.run.shards)
+    fresh = not (out_dir / "store").exists()
+    train = _start_train(recipe, out_dir, recipe.stream.num_tasks) if fresh else None
+    try:
+        store = MaskStore.open(out_dir / "store", recipe.run.shards)
+    except BaseException:
+        _abandon(train)
+        raise
     try:
         result = new_result(recipe, recipe.run.strategy, store.layout.num_shards)
-        _learn_and_evaluate(recipe, out_dir, store, result, progress, relearn)
+        _learn_and_evaluate(recipe, out_dir, store, result, progress, relearn, train)
     finally:
         store.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _start_train(recipe: Recipe, out_dir: Path, num_todo: int) -> TrainRun:
+    workers = num_workers(recipe.run, num_todo, recipe.run.strategy == "task_parallel")
+    storage = Path(recipe.run.storage_path) if recipe.run.storage_path else out_dir / "train"
+    return TrainRun(recipe, workers, storage, out_dir / "events.jsonl")
+
+
+def _abandon(train: TrainRun | None) -> None:
+    """Tell a started Train run there is nothing to do, and let it end."""
+    if train is not None:
+        train.start(None)
+        try:
+            train.wait()
+        except Exception:  # the error that made us abandon it is the one to report
+            log.debug("the abandoned Train run failed too", exc_info=True)
 
 
 def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list[str], relearn: bool) -> None:
@@ -107,12 +130,22 @@ def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list
 
 
 def _learn_and_evaluate(
-    recipe: Recipe, out_dir: Path, store: MaskStore, result: JobResult, progress: bool, relearn: bool
+    recipe: Recipe,
+    out_dir: Path,
+    store: MaskStore,
+    result: JobResult,
+    progress: bool,
+    relearn: bool,
+    train: TrainRun | None,
 ) -> None:
     events = out_dir / "events.jsonl"
     ids = recipe.task_ids()
-    _check_provenance(recipe, out_dir, store, ids, relearn)
-    missing = set(store.missing(ids))
+    try:
+        _check_provenance(recipe, out_dir, store, ids, relearn)
+        missing = set(store.missing(ids))
+    except BaseException:
+        _abandon(train)
+        raise
     outcomes = {t: TaskOutcome(t, tid, skipped=tid not in missing) for t, tid in enumerate(ids)}
     todo = [t for t, o in outcomes.items() if not o.skipped]
     if len(todo) < len(outcomes):
@@ -122,14 +155,20 @@ def _learn_and_evaluate(
             len(ids),
             len(todo),
         )
-    if todo:
-        plan = _plan(recipe, store, todo, out_dir)
-        result.workers = num_workers(recipe.run, len(plan.blocks), recipe.run.strategy == "task_parallel")
-        result.stack_size = max(map(len, plan.blocks))
-        storage = Path(recipe.run.storage_path) if recipe.run.storage_path else out_dir / "train"
+    if not todo:
+        _abandon(train)
+    else:
+        train = train or _start_train(recipe, out_dir, len(todo))
+        try:
+            plan = _plan(recipe, store, todo, out_dir, train)
+        except BaseException:
+            _abandon(train)
+            raise
+        result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
         try:
             with _StoreProgress(store, [ids[t] for t in todo], events, progress):
-                result.learn_seconds = run_search(plan, storage)
+                train.start(plan)
+                result.learn_seconds = train.wait()
         except ray.train.TrainingFailedError as e:
             left = store.missing(ids)
             raise JobFailed(
@@ -165,17 +204,18 @@ def _learn_and_evaluate(
     result.tasks = [outcomes[t] for t in sorted(outcomes)]
 
 
-def _plan(recipe: Recipe, store: MaskStore, todo: list[int], out_dir: Path) -> SearchPlan:
-    """Blocks of the whole stream (so a rerun finds the same blocks), keeping those with work left."""
+def _plan(recipe: Recipe, store: MaskStore, todo: list[int], out_dir: Path, train: TrainRun) -> SearchPlan:
+    """Blocks of the whole stream (so a rerun finds the same blocks), keeping those with work left,
+    sized to the memory the Train workers report."""
     stream = stream_of(recipe.stream, recipe.data)
     n = recipe.stream.num_tasks
     parallel = recipe.run.strategy == "task_parallel"
-    workers = num_workers(recipe.run, n, parallel)
-    most = stack_size(recipe.run, recipe.num_weights, n, workers if parallel else 1)
+    sizes = [stream.train_examples(t) for t in range(n)]
+    most = stack_size(
+        recipe.run, recipe.num_weights, n, train.workers if parallel else 1, min(train.free_bytes())
+    )
     left = set(todo)
-    blocks = [
-        b for b in plan_blocks([stream.train_examples(t) for t in range(n)], workers, most) if left & set(b)
-    ]
+    blocks = [b for b in plan_blocks(sizes, train.workers if parallel else 1, most) if left & set(b)]
     return SearchPlan(recipe, store, blocks, str(out_dir / "checkpoints"), str(out_dir / "events.jsonl"))
 
 
@@ -194,9 +234,11 @@ def _evaluate_on_base_actors(
 def learn_timing(events: list[dict], learn_seconds: float) -> dict:
     """Where the learning phase's time went, from the workers' events: start-up, search, evaluation,
     checkpoints and store writes (summed over workers), and the share checkpoints took."""
+    begun = max((e["time"] for e in events if e["event"] == "train_started"), default=None)
+    events = [e for e in events if begun is None or e["time"] >= begun]  # this run's, not an earlier one's
     ready = [e for e in events if e["event"] == "worker_ready"]
     blocks = [e for e in events if e["event"] == "block_stored"]
-    first_start = min((e["time"] for e in events if e["event"] == "train_started"), default=None)
+    first_start = begun
     search = sum(b["search_seconds"] for b in blocks)
     checkpoint = sum(b["checkpoint_seconds"] for b in blocks)
     return {

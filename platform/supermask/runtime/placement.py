@@ -80,26 +80,14 @@ def stack_bytes(num_weights: int) -> int:
     return BYTES_PER_WEIGHT * num_weights
 
 
-@ray.remote(num_gpus=1)
-def _free_gpu_bytes() -> int:
-    return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else 0
-
-
-def _free_host_bytes() -> int:
-    import os
-
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def stack_size(run: RunSpec, num_weights: int, num_tasks: int, workers: int) -> int:
-    """Most tasks per stacked block: `run.tasks_per_worker`, else what fits in half the free device memory
-    (asked of a GPU worker, or of this host), no more than an even share of the tasks per worker."""
+def stack_size(run: RunSpec, num_weights: int, num_tasks: int, workers: int, free_bytes: int) -> int:
+    """Most tasks per stacked block: `run.tasks_per_worker`, else what fits in half a worker's free device
+    memory (`free_bytes`, as the workers report it), no more than an even share of the tasks per worker."""
     if run.tasks_per_worker:
         return run.tasks_per_worker
     even = -(-num_tasks // max(workers, 1))
-    if run.use_gpu:
-        free, cap = ray.get(_free_gpu_bytes.remote()), GPU_STACK_CAP
-    else:
-        free, cap = _free_host_bytes() // max(workers, 1), CPU_STACK_CAP
-    fits = max(1, int(MEMORY_SHARE * free) // stack_bytes(num_weights))
+    if not run.use_gpu:  # the host's memory is shared by its CPU workers
+        free_bytes //= max(1, min(workers, int(ray.cluster_resources().get("CPU", 1))))
+    cap = GPU_STACK_CAP if run.use_gpu else CPU_STACK_CAP
+    fits = max(1, int(MEMORY_SHARE * free_bytes) // stack_bytes(num_weights))
     return max(1, min(even, cap, fits))
