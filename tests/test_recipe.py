@@ -142,3 +142,10 @@ def test_a_worker_base_with_another_fingerprint_is_refused():
     forged = dataclasses.replace(recipe(), base_fingerprint="0" * 32)
     with pytest.raises(BaseFingerprintError, match="install the same versions on every node"):
         Workbench(forged)
+
+
+def test_a_relative_data_folder_is_made_absolute_on_the_driver(tmp_path, monkeypatch):
+    """Ray Train runs workers in folders of its own: a relative data.root must not follow them there."""
+    monkeypatch.chdir(tmp_path)
+    resolved = recipe("data.root=some/data")
+    assert resolved.data.root == str(tmp_path / "some" / "data")

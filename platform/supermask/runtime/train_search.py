@@ -143,14 +143,12 @@ class TrainRun:
 
     def start(self, plan: SearchPlan | None) -> None:
         if plan is not None:
-            tasks = sum(map(len, plan.blocks))
-            log.info(
-                "Ray Train: %s over %d worker(s), %d block(s) of up to %d task(s), %d task(s) in all",
+            log.debug(
+                "Ray Train: %s over %d worker(s), %d block(s) of up to %d task(s)",
                 plan.recipe.run.strategy,
                 self.workers,
                 len(plan.blocks),
                 max(map(len, plan.blocks)),
-                tasks,
             )
         ray.get(self.box.set_plan.remote(plan))
 
