@@ -1,5 +1,6 @@
-"""The main job on Ray: learn every task of a recipe's stream with Ray Train, keep the masks in the
-sharded store, and evaluate the scenario on base-network actors with masks read back from disk."""
+"""The main job on Ray: learn every task of a recipe's stream with Ray Train in stacked blocks, keep
+the masks in the sharded store, and evaluate the scenario: GG from what the workers measured on
+their devices, GNs/GNu on base-network actors that infer each test batch's task among the stored masks."""
 
 from __future__ import annotations
 
