@@ -9,11 +9,10 @@ import torch
 
 from supermask.core.dense_memory import DenseMemory
 from supermask.core.masks import MASK_METHODS, MaskSpec, build_mask_method
-from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
+from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base, gate_names
 from supermask.core.neuron_masks import (
     NeuronMask,
     expand_neuron_masks,
-    gate_names,
     masks_from_patterns,
     neuron_dims,
     neuron_forward,
@@ -28,6 +27,7 @@ from supermask.core.reservoir import (
     sync_descent,
     to_state,
 )
+from supermask.core.stacked import stacked_forward
 
 # Two patterns over d = 4 neurons: z1 = (+1, +1, -1, -1), z2 = (+1, +1, +1, -1).
 M1 = np.array([1, 1, 0, 0], dtype=bool)
@@ -277,9 +277,9 @@ def test_dense_memory_recalls_and_round_trips():
     assert mem.nbytes == 40 * 12 + 96 * 8  # packed bits plus the running sum
     for i in (0, 17, 39):
         start = corrupt(patterns[i], 0.10, seed=i)
-        got, steps, converged = mem.recall([start[:64], start[64:]])
-        assert converged and steps == 1
-        np.testing.assert_array_equal(np.concatenate(got), patterns[i])
+        got = mem.recall([start[:64], start[64:]])
+        assert got.converged == [True, True] and got.steps == [1, 1]
+        np.testing.assert_array_equal(np.concatenate(got.patterns), patterns[i])
         got_exact = mem.patterns(i)
         np.testing.assert_array_equal(np.concatenate(got_exact), patterns[i])
     again = DenseMemory.from_state(mem.state_dict())
@@ -306,27 +306,33 @@ def test_registered_names():
     assert [type(m).__name__ for m in base.net][1:5] == ["Linear", "Identity", "SiLU", "Linear"]
 
 
-def test_neuron_mask_expands_to_rows_and_output_layer_of_ones():
+def test_neuron_mask_is_stacked_and_expands_to_rows_and_output_layer_of_ones():
     base = small_swish()
-    method = build_mask_method(MaskSpec(method="neuron"), base.layer_shapes, seed=0)
-    assert isinstance(method, NeuronMask) and method.dims == [32, 16]
-    assert [tuple(s.shape) for s in method.scores] == [(32,), (16,)]
+    method = build_mask_method(MaskSpec(method="neuron"), base.layer_shapes, seeds=[0, 1])
+    assert isinstance(method, NeuronMask) and method.dims == [32, 16] and method.produces == "neurons"
+    assert [tuple(s.shape) for s in method.scores] == [(2, 32), (2, 16)]
     assert all(m.all() for m in method.hard_masks())  # scores start at zero: every neuron kept
     keep = [np.arange(32) % 3 != 0, np.arange(16) < 5]
-    method.load_patterns(keep)
-    masks = method()
-    assert [tuple(m.shape) for m in masks] == base.layer_shapes
+    method.load_patterns([np.stack([keep[0], ~keep[0]]), np.stack([keep[1], keep[1]])])
+    bits = method()
+    assert [tuple(b.shape) for b in bits] == [(2, 32), (2, 16)]
+    masks = method.hard_masks()
+    assert [tuple(m.shape) for m in masks] == [(2, *s) for s in base.layer_shapes]
     for m, p in zip(masks[:2], keep):
-        np.testing.assert_array_equal(m.detach().numpy(), np.repeat(p[:, None], m.shape[1], axis=1))
+        np.testing.assert_array_equal(m[0].numpy(), np.repeat(p[:, None], m.shape[2], axis=1))
+    np.testing.assert_array_equal(masks[0][1, :, 0].numpy(), ~keep[0])
     assert bool(masks[2].all())
-    assert [p.tolist() for p in method.patterns()] == [p.tolist() for p in keep]
-    assert [p.tolist() for p in patterns_from_masks(masks)] == [p.tolist() for p in keep]
-    assert method.after_step() == {"neuron_density": (21 + 5) / 48}
+    assert [p[0].tolist() for p in method.patterns()] == [p.tolist() for p in keep]
+    assert [p.tolist() for p in patterns_from_masks([m[0] for m in masks])] == [p.tolist() for p in keep]
+    density = method.after_step()["neuron_density"]
+    assert density.tolist() == pytest.approx([(21 + 5) / 48, (11 + 5) / 48])
 
 
 def test_neuron_mask_rejects_density_and_non_neuron_masks():
     with pytest.raises(ValueError, match="no density target"):
         build_mask_method(MaskSpec(method="neuron", density=0.5), [(4, 3), (2, 4)])
+    with pytest.raises(ValueError, match="one of them"):
+        stacked_forward(small_swish(), torch.zeros(1, 2, 20))
     with pytest.raises(ValueError, match="score_init"):
         build_mask_method(MaskSpec(method="neuron", options={"score_init": "ones"}), [(4, 3), (2, 4)])
     bad = [np.ones((4, 3), bool), np.ones((2, 4), bool)]
@@ -339,14 +345,31 @@ def test_neuron_mask_rejects_density_and_non_neuron_masks():
 
 def test_gradient_reaches_every_neuron_score_on_swish():
     base = small_swish()
-    method = NeuronMask(base.layer_shapes, score_init="uniform", seed=1)
-    x = torch.randn(8, 20, generator=torch.Generator().manual_seed(0))
-    loss = torch.nn.functional.cross_entropy(base(x, method()), torch.arange(8) % 5)
-    loss.backward()
+    method = NeuronMask(base.layer_shapes, score_init="uniform", seeds=[1])
+    x = torch.randn(1, 8, 20, generator=torch.Generator().manual_seed(0))
+    logits = stacked_forward(base, x, neurons=method())
+    torch.nn.functional.cross_entropy(logits[0], torch.arange(8) % 5).backward()
     for s in method.scores:
         assert s.grad is not None and s.grad.shape == s.shape
         off = s.detach() < 0
         assert off.any() and (s.grad[off] != 0).all()  # Swish'(0) = 1/2: switched-off neurons still learn
+
+
+@pytest.mark.parametrize("arch", ["swish_gated_mlp", "swish_mlp"])
+def test_stacked_neurons_match_each_task_alone_and_its_row_masks(arch):
+    spec = BaseSpec(arch=arch, input_shape=(20,), num_outputs=5, options={"widths": [32, 16]})
+    base = build_base(spec)
+    method = NeuronMask(base.layer_shapes, seeds=[1, 2, 3], score_init="uniform")
+    x = torch.randn(3, 8, 20, generator=torch.Generator().manual_seed(5))
+    stacked = stacked_forward(base, x, neurons=method())
+    alone = neuron_forward(base)
+    for k in range(3):
+        torch.testing.assert_close(stacked[k], alone(x[k], [b[k] for b in method()]), rtol=1e-5, atol=1e-5)
+    # Stored as row masks, a neuron mask gives the same outputs, gated base included.
+    torch.testing.assert_close(stacked_forward(base, x, method.hard_masks()), stacked, rtol=0, atol=1e-6)
+    # On the gated base the gradient reaches the scores through the gates, not the (scale-invariant) rows.
+    stacked.logsumexp(-1).sum().backward()
+    assert all(s.grad.abs().sum() > 0 for s in method.scores)
 
 
 def activation_masked_forward(base, patterns, x):

@@ -25,6 +25,8 @@ import math
 import numpy as np
 import torch
 
+from supermask.core.reservoir import RecallResult
+
 STATE_VERSION = 1
 
 
@@ -104,11 +106,12 @@ class DenseMemory:
     def _split_t(self, s: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(s, self.dims))
 
-    def recall(self, start: list[np.ndarray], max_steps: int = 100) -> tuple[list[np.ndarray], int, bool]:
-        """Softmax retrieval from boolean start patterns: (patterns, steps that changed the state, converged)."""
+    def recall(self, start: list[np.ndarray], max_steps: int = 100) -> RecallResult:
+        """Softmax retrieval from boolean start patterns (one state over every layer: the same steps for each)."""
         s = np.where(self._flat(start), 1.0, -1.0).astype(np.float32)[None]
         out, steps, converged = dense_descent(self.states(), s, self.beta, max_steps)
-        return self._split(out[0] > 0), int(steps[0]), bool(converged[0])
+        n = len(self.dims)
+        return RecallResult(self._split(out[0] > 0), [int(steps[0])] * n, [bool(converged[0])] * n)
 
     @property
     def nbytes(self) -> int:

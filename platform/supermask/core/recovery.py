@@ -35,7 +35,13 @@ STARTS = ("mean", "zero", "random")
 
 @dataclass(frozen=True)
 class RecoveryConfig:
-    """How a neuron mask is recovered without a task id."""
+    """How a neuron mask is recovered without a task id: the `recovery` section of a task spec.
+
+    `recover_patterns` takes one step per batch it is given (the source's protocol: a task's test
+    batches one after another); `recover_batch` recovers one test batch of `batch_size` images alone,
+    with `steps` steps over it, then (`recall`) lets the memory's sign dynamics settle the pattern
+    into the attractor it is in.
+    """
 
     lr: float = field(default=500.0, metadata=in_range(0.0, lo_open=True))
     momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0))
@@ -43,6 +49,9 @@ class RecoveryConfig:
     gamma: float = field(default=1.5e-3, metadata=in_range(0.0))
     start: str = field(default="mean", metadata=choices(*STARTS))
     seed: int = 0  # the random start's draw
+    steps: int = field(default=30, metadata=in_range(1))  # recover_batch: annealing steps over one batch
+    batch_size: int = field(default=50, metadata=in_range(1))  # test images recovered together
+    recall: bool = True  # recover_batch: finish with sign descent on the memory to its fixed point
 
 
 class PatternMemory(Protocol):
@@ -187,3 +196,47 @@ def recover_patterns(
         history=history,
         trace=trace,
     )
+
+
+@dataclass
+class BatchRecovery:
+    """The attractor recovered for one batch, how well it fits the batch, and how it was reached."""
+
+    patterns: list[np.ndarray]  # boolean (d,) per hidden layer
+    entropy: float  # mean output entropy of the batch under the pattern: lower is a better fit
+    predictions: np.ndarray  # argmax over the real classes, per image
+    converged_step: int  # annealing steps until the sign pattern stopped changing
+    recall_sweeps: int  # sign-descent sweeps after the annealing (0: it ended on a fixed point)
+    fixed_point: bool  # whether the final pattern is a fixed point of the memory's sign dynamics
+
+
+def recover_batch(
+    model: BaseNetwork | NeuronForward,
+    memory: PatternMemory,
+    x: torch.Tensor,
+    config: RecoveryConfig | None = None,
+    *,
+    num_classes: int | None = None,
+    bn_state: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
+) -> BatchRecovery:
+    """Recover the neuron mask of one test batch without its task id: `config.steps` annealed steps on
+    the batch (`recover_patterns`), then, with `config.recall`, sign descent on the memory (if it has one)."""
+    config = config or RecoveryConfig()
+    result = recover_patterns(model, memory, [x] * config.steps, config, bn_state=bn_state, device=device)
+    patterns, sweeps, fixed = result.patterns, 0, True
+    recall = getattr(memory, "recall", None)
+    if config.recall and recall is not None:
+        settled = recall(patterns)
+        patterns = [np.asarray(p, dtype=bool) for p in settled.patterns]
+        sweeps, fixed = max(settled.steps), all(settled.converged)
+    forward = neuron_forward(model, bn_state) if isinstance(model, BaseNetwork) else model
+    if isinstance(model, BaseNetwork):
+        device = model.weights()[0].device if device is None else device
+        model.eval()
+    with torch.no_grad():
+        bits = [torch.as_tensor(p, device=device or "cpu").float() for p in patterns]
+        logits = forward(x.to(device or "cpu"), bits)
+        entropy = float(output_entropy(logits))
+        predictions = (logits[:, :num_classes] if num_classes else logits).argmax(1).cpu().numpy()
+    return BatchRecovery(patterns, entropy, predictions, result.converged_step, sweeps, fixed)

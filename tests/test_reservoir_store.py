@@ -1,0 +1,281 @@
+"""The reservoir as a store kind: durable files, kill -9 of writers and of reservoir actors, spec rules,
+`supermask store info|verify`, and `tasks/split_mnist_hopfield.yaml` end to end on a small setting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from conftest import TASKS
+from supermask.config.schema import SpecError
+from supermask.config.spec import load_spec
+from supermask.core.reservoir import Reservoir
+from supermask.interface.cli import main
+from supermask.store.errors import MaskFileError
+from supermask.store.reservoir_file import ReservoirFile, ReservoirSettingsError
+from supermask.store.reservoir_layout import ReservoirLayout, ReservoirSpec, reservoir_path
+
+DIMS = [48, 24]
+HOPFIELD = TASKS / "split_mnist_hopfield.yaml"
+
+
+def pattern(task_id: str, dims=DIMS) -> list[np.ndarray]:
+    """A pattern that is a pure function of the task id."""
+    rng = np.random.default_rng(
+        int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little")
+    )
+    return [rng.random(d) < 0.5 for d in dims]
+
+
+def open_file(path: Path, **changes) -> ReservoirFile:
+    settings = {"dims": DIMS, "rule": "storkey", "dtype": "fp32", "fingerprint": "base-a", **changes}
+    return ReservoirFile(path, **settings)
+
+
+def rebuilt(ids_in_order: list[str], rule: str = "storkey") -> Reservoir:
+    r = Reservoir(DIMS, rule)
+    for t in ids_in_order:
+        r.store(pattern(t))
+    return r
+
+
+def in_order(f: ReservoirFile) -> list[str]:
+    return sorted(f.index, key=lambda t: f.index[t]["position"])
+
+
+def test_put_is_durable_idempotent_and_survives_reopen_with_and_without_compaction(tmp_path):
+    path = tmp_path / "reservoir-000.npz"
+    with open_file(path, compact_bytes=10**9) as f:
+        assert [f.put(t, pattern(t), fingerprint="base-a", metrics={"acc": 0.9}) for t in ("a", "b")] == [
+            True,
+            True,
+        ]
+        assert (
+            f.put("a", pattern("b"), fingerprint="base-a") is False
+        )  # stored already: the matrix is unchanged
+        assert not path.exists()  # only the journal so far
+    assert path.exists()  # close compacted
+    f = open_file(path)
+    try:
+        assert f.list() == ["a", "b"] and f.replayed == 0
+        np.testing.assert_array_equal(f.reservoir.matrix(0), rebuilt(["a", "b"]).matrix(0))
+        f.put("c", pattern("c"), fingerprint="base-a")
+        assert f.describe(["a"])["a"]["metrics"] == {"acc": 0.9}
+        assert f.stats()["count"] == 3 and f.verify() == []
+    finally:
+        f.close(compact=False)  # "c" stays in the journal only
+    with open_file(path) as f:
+        assert f.replayed == 1 and in_order(f) == ["a", "b", "c"]
+        for i in range(2):
+            np.testing.assert_array_equal(f.reservoir.matrix(i), rebuilt(["a", "b", "c"]).matrix(i))
+    with pytest.raises(ReservoirSettingsError, match=r"rule: file 'storkey', asked 'hebbian'"):
+        open_file(path, rule="hebbian")
+    with open_file(path) as f, pytest.raises(ReservoirSettingsError, match="one base"):
+        f.put("d", pattern("d"), fingerprint="base-b")
+
+
+def test_compaction_cut_short_before_the_journal_is_emptied_applies_nothing_twice(tmp_path, monkeypatch):
+    path = tmp_path / "reservoir-000.npz"
+    f = open_file(path, compact_bytes=10**9)
+    for t in ("a", "b", "c"):
+        f.put(t, pattern(t), fingerprint="base-a")
+    monkeypatch.setattr(f._journal, "truncate", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        f.compact()  # the snapshot holds a, b, c and the journal still does too
+    f._journal.close()
+    with open_file(path) as again:
+        assert again.replayed == 0 and again.reservoir.count == 3
+        np.testing.assert_array_equal(again.reservoir.matrix(0), rebuilt(["a", "b", "c"]).matrix(0))
+
+
+def test_damaged_snapshot_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "reservoir-000.npz"
+    with open_file(path) as f:
+        f.put("a", pattern("a"), fingerprint="base-a")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(MaskFileError, match="reservoir-000.npz"):
+        open_file(path)
+
+
+CHILD = """
+import hashlib, sys
+import numpy as np
+from supermask.store.reservoir_file import ReservoirFile
+
+def pattern(task_id):  # as the test's pattern()
+    rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little"))
+    return [rng.random(d) < 0.5 for d in (48, 24)]
+
+f = ReservoirFile(sys.argv[1], dims=[48, 24], rule="storkey", dtype="fp32", fingerprint="base-a", compact_bytes=4000)
+print("ready", flush=True)  # compactions (every ~40 puts) get killed too
+i = 0
+while True:
+    tid = f"r{sys.argv[2]}-{i}"
+    f.put(tid, pattern(tid), fingerprint="base-a")
+    print(tid, flush=True)
+    i += 1
+"""
+
+
+def test_kill_9_of_a_writer_loses_no_acknowledged_update(tmp_path):
+    path = tmp_path / "reservoir-000.npz"
+    rng = random.Random(7)
+    acked: list[str] = []
+    for run in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(run)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline() == "ready\n", proc.communicate()[1]
+        time.sleep(rng.uniform(0.2, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, err
+        acked += [line.strip() for line in out.splitlines(keepends=True) if line.endswith("\n")]
+    with open_file(path) as f:
+        assert f.verify() == []
+        held = in_order(f)
+        assert len(acked) > 20 and set(acked) <= set(held)  # every acknowledged update survives ...
+        assert len(held) - len(acked) <= 4  # ... at most one written but unacknowledged per kill
+        for i in range(2):  # ... and the matrices are exactly those of the updates, once each, in order
+            np.testing.assert_array_equal(f.reservoir.matrix(i), rebuilt(held).matrix(i))
+
+
+def test_spec_rules_name_the_field_value_and_fix():
+    def error(*overrides: str) -> str:
+        with pytest.raises(SpecError) as e:
+            load_spec(HOPFIELD, list(overrides))
+        return str(e.value)
+
+    assert "mask.method: neuron" in error("mask.method=topk")
+    assert "store.kind: got 'reservoirs'; allowed: masks, reservoir, both" in error("store.kind=reservoirs")
+    assert "store.reservoir.rule: got 'oja'; allowed: hebbian, storkey" in error("store.reservoir.rule=oja")
+    assert "store.reservoir.dtype: got 'bf16'; allowed: fp32, fp16, int8" in error(
+        "store.reservoir.dtype=bf16"
+    )
+    assert "store.reservoir.shards: got 0" in error("store.reservoir.shards=0")
+    assert "recovery.start: got 'middle'; allowed: mean, zero, random" in error("recovery.start=middle")
+    assert "recovery.batch_size: got 1" in error("recovery.batch_size=1")
+    assert "run.scenario: got 'GNu'" in error("run.scenario=GNu")
+    assert "did you mean 'rule'" in error("store.reservoir.rules=hebbian")
+    assert "base.batchnorm: false" in error("base.arch=swish_mlp", "base.batchnorm=true")
+    assert (
+        load_spec(HOPFIELD, ["store.kind=reservoir", "store.reservoir.shards=3"]).store.reservoir.shards == 3
+    )
+
+
+def small(out: Path, *overrides: str) -> int:
+    args = ["run", str(HOPFIELD), "--out", str(out), "--no-progress"]
+    settings = [
+        "stream.num_tasks=2",
+        "base.options.widths=[64, 32]",
+        "search.batch_size=64",
+        "recovery.steps=6",
+        "recovery.batch_size=100",
+        "run.num_workers=1",
+        *overrides,
+    ]
+    for s in settings:
+        args += ["--set", s]
+    return main(args)
+
+
+def test_split_mnist_hopfield_end_to_end_small(ray_cluster, tmp_path, capsys):
+    assert small(tmp_path) == 0
+    printed = capsys.readouterr().out
+    assert "recovery without task ids" in printed and "picked the right attractor" in printed
+    results = json.loads((tmp_path / "results.json").read_text())
+    res = results["reservoir"]
+    assert res["kind"] == "both" and res["patterns_stored"] == 2 and res["dims"] == [64, 32]
+    assert res["reservoir_bytes"] == Reservoir([64, 32]).nbytes and res["neuron_bits_bytes"] == 2 * 12
+    assert res["exact_store_bytes"] == 2 * -(-(784 * 64 + 64 * 32 + 32 * 10) // 8)
+    rec = res["recovery"]
+    assert rec["batches"] == 2 * 2 and 0.0 <= rec["picked_right_attractor"] <= 1.0
+    assert rec["picked_nearest_right"] is not None and 0 <= rec["converged_step_max"] <= 6
+    assert all(t["accuracy"] > 0.8 for t in results["tasks"])  # GG, from the worker
+    assert "Hopfield reservoir" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "recovery.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert [r["checked"] for r in verified if r.get("kind") == "reservoir"] == [2]
+    assert main(["store", "info", str(tmp_path)]) == 0
+    assert "2 patterns stored, estimated capacity" in capsys.readouterr().out
+    # A rerun learns nothing and keeps the reservoir as it was; other reservoir settings are refused.
+    before = (tmp_path / "store" / "reservoir-000.npz").read_bytes()
+    assert small(tmp_path) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert all(t["resumed_from_store"] for t in again["tasks"])
+    assert (tmp_path / "store" / "reservoir-000.npz").read_bytes() == before
+    assert small(tmp_path, "store.reservoir.rule=hebbian") == 2
+    assert "store.reservoir.rule: stored 'storkey', this run 'hebbian'" in capsys.readouterr().err
+
+
+def test_reservoir_actor_killed_during_updates_loses_no_acknowledged_update(ray_cluster, tmp_path, capsys):
+    from supermask.runtime.reservoir_store import ReservoirStore
+
+    spec = ReservoirSpec(shards=2, compact_bytes=3000)  # compactions get killed too
+    store = ReservoirStore.open(tmp_path, spec, DIMS, "base-a")
+    acked: list[str] = []
+    stop, failures = threading.Event(), []
+
+    def writer() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                tid = f"t{i:04d}"
+                for _ in range(200):
+                    try:
+                        store.put_patterns([(tid, pattern(tid), {}, {})])
+                        acked.append(tid)  # only a put that returned counts as acknowledged
+                        break
+                    except (ray.exceptions.RayActorError, MaskFileError):
+                        time.sleep(0.05)
+                else:
+                    raise AssertionError(f"put {tid} never succeeded")
+                i += 1
+        except BaseException as e:
+            failures.append(e)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    rng = random.Random(3)
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(0.2, 0.5))
+            actor = store.actors[rng.randrange(2)]
+            pid = ray.get(actor.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted, files read again
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not failures, failures
+    assert len(acked) > 10
+    described = store.describe()
+    store.close()
+    assert set(acked) <= set(described)
+    capsys.readouterr()
+    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
+    assert all(r["ok"] for r in json.loads(capsys.readouterr().out))
+    layout = ReservoirLayout(2, "storkey", "fp32", tuple(DIMS), "base-a")
+    for shard in range(2):
+        with open_file(reservoir_path(tmp_path, shard)) as f:
+            held = in_order(f)
+            assert all(layout.shard_of(t) == shard for t in held)
+            np.testing.assert_array_equal(f.reservoir.matrix(0), rebuilt(held).matrix(0))
