@@ -1,22 +1,19 @@
-"""The reservoir as a store kind: durable files, kill -9 of writers and of reservoir actors, spec rules,
-`supermask store info|verify`, and `tasks/split_mnist_hopfield.yaml` end to end on a small setting."""
+"""The reservoir as a store kind, without Ray: durable files, kill -9 of a writer, spec rules, and
+`supermask store info|verify` on a store's reservoirs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from conftest import TASKS
 from supermask.config.schema import SpecError
@@ -25,7 +22,7 @@ from supermask.core.reservoir import Reservoir
 from supermask.interface.cli import main
 from supermask.store.errors import MaskFileError
 from supermask.store.reservoir_file import ReservoirFile, ReservoirSettingsError
-from supermask.store.reservoir_layout import ReservoirLayout, ReservoirSpec, reservoir_path
+from supermask.store.reservoir_layout import ReservoirLayout, open_reservoir_layout, reservoir_path
 
 DIMS = [48, 24]
 HOPFIELD = TASKS / "split_mnist_hopfield.yaml"
@@ -111,8 +108,8 @@ def test_damaged_snapshot_is_refused_naming_the_file(tmp_path):
         open_file(path)
 
 
-CHILD = """
-import hashlib, sys
+WRITER = """
+import hashlib
 import numpy as np
 from supermask.store.reservoir_file import ReservoirFile
 
@@ -120,34 +117,39 @@ def pattern(task_id):  # as the test's pattern()
     rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little"))
     return [rng.random(d) < 0.5 for d in (48, 24)]
 
-f = ReservoirFile(sys.argv[1], dims=[48, 24], rule="storkey", dtype="fp32", fingerprint="base-a", compact_bytes=4000)
-print("ready", flush=True)  # compactions (every ~40 puts) get killed too
+f = ReservoirFile(path, dims=[48, 24], rule="storkey", dtype="fp32", fingerprint="base-a", compact_bytes=1500)
+acks.send_bytes(b"ready")  # compactions (every ~15 puts) get killed too
 i = 0
 while True:
-    tid = f"r{sys.argv[2]}-{i}"
+    tid = f"r{run}-{i}"
     f.put(tid, pattern(tid), fingerprint="base-a")
-    print(tid, flush=True)
+    acks.send_bytes(tid.encode())  # acknowledged: the put returned (one small message is one atomic write)
     i += 1
 """
 
 
 def test_kill_9_of_a_writer_loses_no_acknowledged_update(tmp_path):
+    # Writers fork from a server that imported the store once: a kill costs no interpreter start.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["supermask.store.reservoir_file"])
     path = tmp_path / "reservoir-000.npz"
     rng = random.Random(7)
     acked: list[str] = []
     for run in range(4):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(run)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout.readline() == "ready\n", proc.communicate()[1]
-        time.sleep(rng.uniform(0.2, 0.6))
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, err
-        acked += [line.strip() for line in out.splitlines(keepends=True) if line.endswith("\n")]
+        received, acks = context.Pipe(duplex=False)
+        proc = context.Process(target=exec, args=(WRITER, {"path": str(path), "run": run, "acks": acks}))
+        proc.start()
+        acks.close()
+        assert received.poll(120) and received.recv_bytes() == b"ready"
+        time.sleep(rng.uniform(0.2, 0.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(30)
+        assert proc.exitcode == -signal.SIGKILL
+        while True:
+            try:
+                acked.append(received.recv_bytes().decode())
+            except EOFError:
+                break
     with open_file(path) as f:
         assert f.verify() == []
         held = in_order(f)
@@ -180,102 +182,28 @@ def test_spec_rules_name_the_field_value_and_fix():
     )
 
 
-def small(out: Path, *overrides: str) -> int:
-    args = ["run", str(HOPFIELD), "--out", str(out), "--no-progress"]
-    settings = [
-        "stream.num_tasks=2",
-        "base.options.widths=[64, 32]",
-        "search.batch_size=64",
-        "recovery.steps=6",
-        "recovery.batch_size=100",
-        "run.num_workers=1",
-        *overrides,
-    ]
-    for s in settings:
-        args += ["--set", s]
-    return main(args)
-
-
-def test_split_mnist_hopfield_end_to_end_small(ray_cluster, tmp_path, capsys):
-    assert small(tmp_path) == 0
-    printed = capsys.readouterr().out
-    assert "recovery without task ids" in printed and "picked the right attractor" in printed
-    results = json.loads((tmp_path / "results.json").read_text())
-    res = results["reservoir"]
-    assert res["kind"] == "both" and res["patterns_stored"] == 2 and res["dims"] == [64, 32]
-    assert res["reservoir_bytes"] == Reservoir([64, 32]).nbytes and res["neuron_bits_bytes"] == 2 * 12
-    assert res["exact_store_bytes"] == 2 * -(-(784 * 64 + 64 * 32 + 32 * 10) // 8)
-    rec = res["recovery"]
-    assert rec["batches"] == 2 * 2 and 0.0 <= rec["picked_right_attractor"] <= 1.0
-    assert rec["picked_nearest_right"] is not None and 0 <= rec["converged_step_max"] <= 6
-    assert all(t["accuracy"] > 0.8 for t in results["tasks"])  # GG, from the worker
-    assert "Hopfield reservoir" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "recovery.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
-    verified = json.loads(capsys.readouterr().out)
-    assert [r["checked"] for r in verified if r.get("kind") == "reservoir"] == [2]
-    assert main(["store", "info", str(tmp_path)]) == 0
-    assert "2 patterns stored, estimated capacity" in capsys.readouterr().out
-    # A rerun learns nothing and keeps the reservoir as it was; other reservoir settings are refused.
-    before = (tmp_path / "store" / "reservoir-000.npz").read_bytes()
-    assert small(tmp_path) == 0
-    again = json.loads((tmp_path / "results.json").read_text())
-    assert all(t["resumed_from_store"] for t in again["tasks"])
-    assert (tmp_path / "store" / "reservoir-000.npz").read_bytes() == before
-    assert small(tmp_path, "store.reservoir.rule=hebbian") == 2
-    assert "store.reservoir.rule: stored 'storkey', this run 'hebbian'" in capsys.readouterr().err
-
-
-def test_reservoir_actor_killed_during_updates_loses_no_acknowledged_update(ray_cluster, tmp_path, capsys):
-    from supermask.runtime.reservoir_store import ReservoirStore
-
-    spec = ReservoirSpec(shards=2, compact_bytes=3000)  # compactions get killed too
-    store = ReservoirStore.open(tmp_path, spec, DIMS, "base-a")
-    acked: list[str] = []
-    stop, failures = threading.Event(), []
-
-    def writer() -> None:
-        i = 0
-        try:
-            while not stop.is_set():
-                tid = f"t{i:04d}"
-                for _ in range(200):
-                    try:
-                        store.put_patterns([(tid, pattern(tid), {}, {})])
-                        acked.append(tid)  # only a put that returned counts as acknowledged
-                        break
-                    except (ray.exceptions.RayActorError, MaskFileError):
-                        time.sleep(0.05)
-                else:
-                    raise AssertionError(f"put {tid} never succeeded")
-                i += 1
-        except BaseException as e:
-            failures.append(e)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    rng = random.Random(3)
-    try:
-        for _ in range(4):
-            time.sleep(rng.uniform(0.2, 0.5))
-            actor = store.actors[rng.randrange(2)]
-            pid = ray.get(actor.pid.remote())
-            os.kill(pid, signal.SIGKILL)
-            assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted, files read again
-    finally:
-        stop.set()
-        thread.join(timeout=120)
-    assert not failures, failures
-    assert len(acked) > 10
-    described = store.describe()
-    store.close()
-    assert set(acked) <= set(described)
-    capsys.readouterr()
-    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
-    assert all(r["ok"] for r in json.loads(capsys.readouterr().out))
-    layout = ReservoirLayout(2, "storkey", "fp32", tuple(DIMS), "base-a")
+def test_store_info_and_verify_show_and_check_the_reservoirs(tmp_path, capsys):
+    layout = open_reservoir_layout(tmp_path, ReservoirLayout(2, "storkey", "fp32", tuple(DIMS), "base-a"))
+    ids = [f"task-{i}" for i in range(6)]
     for shard in range(2):
         with open_file(reservoir_path(tmp_path, shard)) as f:
-            held = in_order(f)
-            assert all(layout.shard_of(t) == shard for t in held)
-            np.testing.assert_array_equal(f.reservoir.matrix(0), rebuilt(held).matrix(0))
+            for t in ids:
+                if layout.shard_of(t) == shard:
+                    f.put(t, pattern(t), fingerprint="base-a")
+    assert main(["store", "info", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Hopfield reservoir 48x48 + 24x24 (storkey, fp32)") == 2
+    assert "estimated capacity" in printed and "bytes of state" in printed
+    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert sum(r["checked"] for r in verified if r["kind"] == "reservoir") == len(ids)
+    assert all(r["ok"] for r in verified)
+    # A damaged reservoir file is named, not skipped.
+    damaged = reservoir_path(tmp_path, layout.shard_of(ids[0]))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["store", "verify", str(tmp_path), "--json"]) == 1
+    rows = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert not rows[damaged.name]["ok"] and "restore it from a backup" in rows[damaged.name]["problems"][0]
+    assert sum(r["ok"] for r in rows.values()) == 1  # the other reservoir is still checked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from supermask.store.errors import MaskFileError
 from supermask.store.reservoir_file import ReservoirFile
 from supermask.store.reservoir_layout import read_reservoir_layout, reservoir_path
 
@@ -22,9 +23,17 @@ def inspect_reservoirs(command: str, root: Path) -> list:
     out: list = []
     for i in range(layout.num_shards):
         path = reservoir_path(root, i)
-        f = ReservoirFile(
-            path, dims=layout.dims, rule=layout.rule, dtype=layout.dtype, fingerprint=layout.fingerprint
-        )
+        try:
+            f = ReservoirFile(
+                path, dims=layout.dims, rule=layout.rule, dtype=layout.dtype, fingerprint=layout.fingerprint
+            )
+        except MaskFileError as e:
+            if command != "verify":
+                raise
+            out.append(
+                {"file": str(path), "kind": "reservoir", "checked": 0, "ok": False, "problems": [str(e)]}
+            )
+            continue
         try:
             if command == "ls":
                 out.append(

@@ -29,9 +29,9 @@ from supermask.runtime.job import (
     JobFailed,
     _abandon,
     _check_provenance,
+    _LearningProgress,
     _plan,
     _start_train,
-    _StoreProgress,
     learn_timing,
 )
 from supermask.runtime.mask_store import MaskStore
@@ -186,13 +186,14 @@ def _learn(
     else:
         train = train or _start_train(recipe, out_dir, len(todo))
         try:
-            plan = _plan(recipe, stores, todo, out_dir, train)
-        except BaseException:
-            _abandon(train)
-            raise
-        result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
-        try:
-            with _StoreProgress(stores, [ids[t] for t in todo], events, progress):
+            with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
+                try:
+                    plan = _plan(recipe, stores, todo, out_dir, train)
+                except BaseException:
+                    _abandon(train)
+                    raise
+                bar.started(plan)
+                result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
                 train.start(plan)
                 result.learn_seconds = train.wait()
         except ray.train.TrainingFailedError as e:
