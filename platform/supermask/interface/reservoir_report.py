@@ -40,7 +40,9 @@ def reservoir_summary(results: dict) -> list[str]:
         + (f", nearest to the right pattern {nearest:.4f}" if nearest is not None else "")
         + f"; accuracy {rec['accuracy']:.4f}; steps to converge mean {rec['converged_step_mean']:.1f}, "
         f"max {rec['converged_step_max']}; {rec['seconds']:.1f} s",
-        f"bytes: reservoir {_mb(res['reservoir_bytes'])} (files {_mb(res['reservoir_file_bytes'])}); exact store "
+        f"bytes: reservoir {_mb(res['reservoir_bytes'])} (on disk now "
+        f"{_mb(res['reservoir_file_bytes'])}: the journal holds patterns until a compaction writes the "
+        "matrices); exact store "
         f"{_mb(res['exact_store_bytes'])}"
         + (" as weight masks" if res["exact_store_bytes"] else "")
         + f"; the same patterns as packed neuron bits {_mb(res['neuron_bits_bytes'])}; packed bits hold "
