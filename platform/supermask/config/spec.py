@@ -17,14 +17,17 @@ from pathlib import Path
 
 import yaml
 
+from supermask.config.reservoir_checks import check_reservoir_fields
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
 from supermask.core.fields import choices, in_range
 from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
 from supermask.core.nets import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
 from supermask.core.nns import NNsConfig
+from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
+from supermask.store.reservoir_layout import StoreSpec
 
 __all__ = ["RunSpec", "Spec", "SpecError", "dump_spec", "load_spec", "spec_from_dict"]
 
@@ -74,6 +77,8 @@ class Spec:
     run: RunSpec = field(default_factory=RunSpec)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     nns: NNsConfig = field(default_factory=NNsConfig)
+    store: StoreSpec = field(default_factory=StoreSpec)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -147,6 +152,7 @@ def spec_from_dict(data: dict, overrides: list[str] = ()) -> Spec:
     """Validate a raw mapping (plus overrides) into a `Spec`."""
     spec = build(Spec, apply_overrides(data or {}, list(overrides)), "")
     _check_cross_fields(spec)
+    check_reservoir_fields(spec)
     return spec
 
 

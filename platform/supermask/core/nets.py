@@ -180,6 +180,65 @@ def resnet18(input_shape, num_outputs, batchnorm=True, nf=20):
     return _ResNet18(_require_image("resnet18", input_shape), num_outputs, int(nf), bool(batchnorm))
 
 
+class BatchStandardize(nn.Module):
+    """Standardise each feature with the batch's own mean and variance (no affine, no running statistics).
+
+    A zeroed row of the weight before it stays exactly zero (0 / sqrt(eps)), so a neuron switched
+    off by a row mask is off after it too.
+    """
+
+    eps = 1e-5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(x, None, None, training=True, eps=self.eps)
+
+
+class NeuronGate(nn.Module):
+    """Multiply each feature by a 0/1 gate: a buffer of ones that a task's neuron mask replaces per call."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("gate", torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate
+
+
+@ARCHITECTURES.register("swish_mlp")
+def swish_mlp(input_shape, num_outputs, batchnorm=False, widths=(2048, 2048)):
+    """SupSup's Hopfield base without normalisation: in-2048-2048-out, Swish (SiLU), no biases."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    prev = int(np.prod(input_shape))
+    for width in widths:
+        layers += [nn.Linear(prev, int(width), bias=False), _norm1d(int(width), bool(batchnorm)), nn.SiLU()]
+        prev = int(width)
+    layers.append(nn.Linear(prev, num_outputs, bias=False))
+    return nn.Sequential(*layers)
+
+
+@ARCHITECTURES.register("swish_gated_mlp")
+def swish_gated_mlp(input_shape, num_outputs, batchnorm=False, widths=(2048, 2048)):
+    """SupSup's HopSupSup model: in-2048-2048-out; each hidden layer standardised with the batch's
+    statistics, gated per neuron (the gate takes the place of the normalisation's scale), then Swish."""
+    if batchnorm:
+        raise ValueError(
+            "swish_gated_mlp standardises with batch statistics already; remove base.batchnorm "
+            "(per-task running statistics do not apply to it)"
+        )
+    layers: list[nn.Module] = [nn.Flatten()]
+    prev = int(np.prod(input_shape))
+    for width in widths:
+        layers += [
+            nn.Linear(prev, int(width), bias=False),
+            BatchStandardize(),
+            NeuronGate(int(width)),
+            nn.SiLU(),
+        ]
+        prev = int(width)
+    layers.append(nn.Linear(prev, num_outputs, bias=False))
+    return nn.Sequential(*layers)
+
+
 def architecture_options(arch: str) -> dict[str, object]:
     """The options (BaseSpec.options) architecture `arch` takes, with their defaults."""
     params = inspect.signature(ARCHITECTURES.get(arch)).parameters
@@ -317,6 +376,11 @@ class BaseNetwork(nn.Module):
         if bn_state is not None:
             replaced.update(bn_state)
         return functional_call(self.net, replaced, (x,))
+
+
+def gate_names(base: BaseNetwork) -> list[str]:
+    """Names of the base's neuron-gate buffers in layer order (empty for a base without gates)."""
+    return [f"{name}.gate" for name, m in base.net.named_modules() if isinstance(m, NeuronGate)]
 
 
 def weights_fingerprint(base: BaseNetwork) -> str:

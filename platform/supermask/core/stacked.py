@@ -6,6 +6,10 @@ of linear layers, BatchNorm1d and activations (fc1024, lenet300, mlp) takes a di
 one batched matrix product per layer whose weight gradient comes out in the weights' own layout.
 vmap's linear yields a transposed weight gradient that costs a full copy per layer and step; on
 fc1024 the direct path is about 30% faster per step on a CPU, with the same arithmetic.
+
+Neuron masks (`neurons`: (K, d) per hidden layer, the `neuron` method's product) go through the
+base's gates when it has them (each task's gates are its own buffers, batched like BatchNorm
+state), else they become row masks of the weights.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from supermask.core.nets import BaseNetwork
+from supermask.core.nets import BaseNetwork, BatchStandardize, NeuronGate, gate_names
+from supermask.core.neuron_masks import expand_neuron_masks
 
 _ELEMENTWISE = {nn.ReLU: torch.relu, nn.SiLU: F.silu, nn.Identity: lambda h: h}
 
@@ -50,7 +55,10 @@ def _direct_plan(base: BaseNetwork) -> list[tuple[str, nn.Module]] | None:
         elif isinstance(module, nn.BatchNorm1d):
             if module.affine or not module.track_running_stats or module.momentum is None:
                 return None
-        elif not isinstance(module, nn.Flatten) and type(module) not in _ELEMENTWISE:
+        elif (
+            not isinstance(module, nn.Flatten | BatchStandardize | NeuronGate)
+            and type(module) not in _ELEMENTWISE
+        ):
             return None
         plan.append((name, module))
     return plan
@@ -76,7 +84,15 @@ def _direct(
     weights = iter(layers)
     for name, module in plan:
         if isinstance(module, nn.Linear):
-            h = _StackedLinear.apply(h, next(weights))
+            w = next(weights)  # (K, out, in) per task, or (out, in) shared by every task
+            h = _StackedLinear.apply(h, w) if w.dim() == 3 else h @ w.t()
+        elif isinstance(module, BatchStandardize):
+            h = (h - h.mean(1, keepdim=True)) / torch.sqrt(
+                h.var(1, unbiased=False, keepdim=True) + module.eps
+            )
+        elif isinstance(module, NeuronGate):
+            gate = bn_state.get(f"{name}.gate")
+            h = h * (module.gate if gate is None else gate.unsqueeze(1))
         elif isinstance(module, nn.BatchNorm1d):
             h = _batch_norm(
                 h, module, bn_state[f"{name}.running_mean"], bn_state[f"{name}.running_var"], base.training
@@ -93,23 +109,39 @@ def stacked_forward(
     bn_state: dict[str, torch.Tensor] | None = None,
     *,
     weights: Sequence[torch.Tensor] | None = None,
+    neurons: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Outputs (K, B, outputs) of the base for K tasks at once: task k's inputs x[k] under its masks
-    (K, *shape per layer, multiplying the frozen weights) or its effective `weights`, and BN state (K, C).
+    (K, *shape per layer, multiplying the frozen weights), its effective `weights`, or its neuron
+    masks (`neurons`, (K, d) per hidden layer), and BN state (K, C).
 
     In training mode the BN state is updated in place, each task's from its own batch.
     """
-    if (masks is None) == (weights is None):
-        raise ValueError("give per-task masks or per-task weights (one of them)")
+    if sum(given is not None for given in (masks, weights, neurons)) != 1:
+        raise ValueError("give per-task masks, weights or neurons (one of them)")
+    bn_state = bn_state or {}
     frozen = base.weights()
+    if neurons is not None:
+        gates = gate_names(base)
+        if not gates:
+            masks = expand_neuron_masks(list(neurons), base.layer_shapes)
+        elif len(neurons) != len(gates):
+            raise ValueError(f"got {len(neurons)} neuron masks for {len(gates)} gated layers")
+        else:
+            bn_state = {**bn_state, **dict(zip(gates, neurons, strict=True))}
+            weights = frozen  # shared by every task: the gates hold the tasks' masks
     effective = [w * m for w, m in zip(frozen, masks, strict=True)] if masks is not None else list(weights)
     if len(effective) != len(base.masked_names):
         raise ValueError(f"got {len(effective)} layers for {len(base.masked_names)} masked layers")
-    bn_state = bn_state or {}
     plan = _direct_plan(base)
     if plan is not None:
         return _direct(base, plan, x, effective, bn_state)
     names = base.masked_names
+    k = x.shape[0]
+    effective = [
+        w.expand(k, *w.shape) if w.dim() == len(s) else w
+        for w, s in zip(effective, base.layer_shapes, strict=True)
+    ]
 
     def one_task(layers, bn, xk):
         params = dict(zip(names, layers, strict=True))

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from supermask.interface.reservoir_report import reservoir_summary, resolved_reservoir
 from supermask.interface.store_commands import add_store_parser, run_store_command
 
 log = logging.getLogger("supermask")
@@ -71,6 +72,7 @@ def _resolved(spec) -> tuple[object, str]:
         f"# resolved: base.input_shape {list(recipe.base.input_shape)}, base.num_outputs {recipe.base.num_outputs}, "
         f"{recipe.num_weights:,} masked weights",
         f"# resolved: base fingerprint {recipe.base_fingerprint}, provenance {recipe.provenance['hash']}",
+        *resolved_reservoir(recipe),
     ]
     return recipe, "\n".join(lines)
 
@@ -79,9 +81,11 @@ def _cmd_run(args) -> int:
     from supermask.config.spec import dump_spec, load_spec
     from supermask.interface.report import write_report
     from supermask.runtime.job import run_job
+    from supermask.runtime.reservoir_job import run_reservoir_job
     from supermask.runtime.session import ray_session
 
     spec = load_spec(args.spec, args.overrides)
+    job = run_reservoir_job if spec.store.has_reservoir else run_job
     if args.check:
         from supermask.data import DatasetUnavailable
 
@@ -102,7 +106,7 @@ def _cmd_run(args) -> int:
         resolving = pool.submit(_resolved, spec)  # loads the data's metadata while Ray starts
         with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose) as session:
             recipe = resolving.result()[0]
-            result = run_job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
+            result = job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
     result.timing["ray_start_seconds"] = session.start_seconds
     result.timing["command_seconds"] = time.perf_counter() - started
     results = write_report(spec, result, out_dir)
@@ -119,6 +123,8 @@ def _cmd_run(args) -> int:
             f"{results['avg_accuracy_all_outputs']:.4f}"
         )
     _print_inference(results)
+    for line in reservoir_summary(results):
+        print(line)
     print(f"data: {results['data_source']}")
     from supermask.interface.report import timing_line
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from supermask import __version__  # noqa: E402
 from supermask.config.spec import Spec, dump_spec  # noqa: E402
+from supermask.interface.reservoir_report import reservoir_report  # noqa: E402
 from supermask.recipes.results import JobResult  # noqa: E402
 
 
@@ -66,6 +67,7 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
         "shards": result.shards,
         "inference": _inference_summary(spec, result),
         "nns": result.nns,
+        "reservoir": result.reservoir,
         "spec": spec.to_dict(),
         "versions": {"supermask": __version__, "python": _platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -204,6 +206,7 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
                 f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.density)} | {t.mask_bytes or ''} | "
                 f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} | {note} |"
             )
+    lines += reservoir_report(results, out_dir)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return results
 

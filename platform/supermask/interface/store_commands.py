@@ -41,13 +41,15 @@ def add_store_parser(subparsers) -> None:
     )
 
 
-def _store_files(path: Path) -> list[Path]:
+def _store_files(path: Path, reservoirs: bool = False) -> list[Path]:
     if path.is_dir():
         files = (
             sorted((path / "store").glob("*.h5")) if (path / "store").is_dir() else sorted(path.glob("*.h5"))
         )
-        if not files:
-            raise FileNotFoundError(f"no store files (*.h5) under {path}; pass a run folder or a store file")
+        if not files and not reservoirs:
+            raise FileNotFoundError(
+                f"no store files (*.h5, or reservoirs) under {path}; pass a run folder or a store file"
+            )
         return files
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; pass a run folder or a store file")
@@ -77,13 +79,18 @@ def run_store_command(args: argparse.Namespace) -> int:
             store.export(args.dest)
             print(f"exported {len(store)} masks to {args.dest}")
         return 0
+    from supermask.interface.reservoir_commands import inspect_reservoirs, reservoir_root
+
+    res_root = reservoir_root(args.path)
     report = []
-    for path in _store_files(args.path):
+    for path in _store_files(args.path, reservoirs=res_root is not None):
         store = MaskFile(path)
         try:
             report.append(_inspect(args.store_command, path, store))
         finally:
             store.close(compact=False)  # inspecting never rewrites a file
+    if res_root is not None:
+        report += inspect_reservoirs(args.store_command, res_root)
     if args.store_command == "ls":
         report = [row for rows in report for row in rows]
     if args.json:
@@ -104,6 +111,12 @@ def _inspect(command: str, path: Path, store) -> dict | list[dict]:
 
 
 def _print(command: str, report: list[dict]) -> None:
+    from supermask.interface.reservoir_commands import print_reservoir_row
+
+    reservoirs = [r for r in report if r.get("kind") == "reservoir"]
+    report = [r for r in report if r.get("kind") != "reservoir"]
+    for row in reservoirs:
+        print_reservoir_row(command, row)
     if command == "ls":
         for row in report:
             if row.get("problem"):

@@ -15,18 +15,21 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supermask.config.spec import RunSpec, Spec
 from supermask.core.evaluate import Accuracy, evaluate_mask, stacked_accuracy
 from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MaskSpec
 from supermask.core.nets import BaseNetwork, BaseSpec, build_base
+from supermask.core.neuron_masks import neuron_dims
 from supermask.core.nns import NNsConfig
 from supermask.core.packing import TaskMask
+from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig, StackedSearch, task_seed
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
 from supermask.data.datasets import resolve_root
+from supermask.store.reservoir_layout import StoreSpec
 
 
 class BaseFingerprintError(RuntimeError):
@@ -51,6 +54,11 @@ class Recipe:
     data_source: str  # where the examples come from, for reports
     base_fingerprint: str
     provenance: dict  # {"hash": ..., "fields": {...}}: what produces this recipe's masks
+    store: StoreSpec = field(
+        default_factory=StoreSpec
+    )  # what is kept of each task (never part of provenance)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    reservoir_dims: tuple[int, ...] = ()  # neurons per hidden layer: each reservoir's matrix sizes
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Recipe:
@@ -90,6 +98,9 @@ class Recipe:
             data_source=stream.data_source,
             base_fingerprint=fingerprint,
             provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            store=spec.store,
+            recovery=spec.recovery,
+            reservoir_dims=tuple(neuron_dims(built.layer_shapes)) if spec.store.has_reservoir else (),
         )
 
     @property

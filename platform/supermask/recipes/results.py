@@ -77,6 +77,9 @@ class JobResult:
     inferences: int = 0  # test batches (or samples) whose task was inferred
     stored_masks: int = 0  # masks the inference chose among
     nns: dict | None = None  # NNs: allocated masks against true tasks, and every check
+    reservoir: dict | None = (
+        None  # store.kind reservoir/both: the reservoirs, their bytes, recovery without ids
+    )
 
 
 @dataclass

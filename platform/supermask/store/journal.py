@@ -173,11 +173,12 @@ def record_end(rec: Record) -> int:
 
 
 class Journal:
-    """An exclusive, append-only, fsync'ed record log at `path`."""
+    """An exclusive, append-only, fsync'ed record log at `path` (`magic`: the file kind, a mask file's by default)."""
 
-    def __init__(self, path: Path, owner: Path) -> None:
+    def __init__(self, path: Path, owner: Path, magic: bytes = FILE_MAGIC) -> None:
         self.path = path
         self._owner = owner
+        self.magic = magic
         self._fd: int | None = None
         fresh = not path.exists() or self._unwritten()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -192,7 +193,7 @@ class Journal:
                     ) from None
             if fresh:  # new, or a creation cut short
                 os.ftruncate(fd, 0)
-                os.write(fd, FILE_MAGIC)
+                os.write(fd, self.magic)
                 os.fsync(fd)
                 fsync_dir(path.parent)
         except BaseException:
@@ -204,31 +205,31 @@ class Journal:
     def _unwritten(self) -> bool:
         """True for a journal whose creation was cut short; raise for a file that is no journal."""
         with open(self.path, "rb") as f:
-            head = f.read(len(FILE_MAGIC))
-            if head == FILE_MAGIC:
+            head = f.read(len(self.magic))
+            if head == self.magic:
                 return False
-            if head in OLD_FILE_MAGICS:
+            if self.magic == FILE_MAGIC and head in OLD_FILE_MAGICS:
                 raise OldFormatError.of(self._owner, OLD_FILE_MAGICS[head], FORMAT_VERSION)
             # A prefix of the magic, or zeros only (a crash can leave a new file's blocks unwritten).
-            if FILE_MAGIC.startswith(head) or not (head + f.read()).strip(b"\0"):
+            if self.magic.startswith(head) or not (head + f.read()).strip(b"\0"):
                 return True
         raise NotAMaskFileError(
-            f"{self.path} exists but is not a supermask mask-file journal (expected it to start with "
-            f"{FILE_MAGIC!r}); it was left untouched: move it aside or choose another path for {self._owner}"
+            f"{self.path} exists but is not a supermask journal of this kind (expected it to start with "
+            f"{self.magic!r}); it was left untouched: move it aside or choose another path for {self._owner}"
         )
 
     @property
     def record_bytes(self) -> int:
         """Bytes of records (the journal without its file magic)."""
-        return self.size - len(FILE_MAGIC)
+        return self.size - len(self.magic)
 
     def replay(self) -> Iterator[tuple[Record, memoryview]]:
         """Every valid record in order; cut a torn tail, raise on damage in the middle."""
         assert self._fd is not None
         end = self.size
-        if end <= len(FILE_MAGIC):
+        if end <= len(self.magic):
             return
-        pos = len(FILE_MAGIC)
+        pos = len(self.magic)
         with open(self.path, "rb") as f, mmap.mmap(f.fileno(), end, access=mmap.ACCESS_READ) as buf:
             for rec, view in scan_records(buf, pos, end, self.path):
                 yield rec, view
@@ -282,7 +283,7 @@ class Journal:
     def truncate(self, size: int | None = None) -> None:
         """Cut the journal to `size` bytes (default: no records) and fsync."""
         assert self._fd is not None
-        size = len(FILE_MAGIC) if size is None else size
+        size = len(self.magic) if size is None else size
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
         self.size = size
