@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from supermask.data.formal_languages import BOS, END, IGNORE, LANGUAGES, TokenStream
+from supermask.data.formal_languages import BOS, END, IGNORE, LANGUAGES
+from supermask.data.token_streams import TokenStream
 from supermask.data.streams import STREAMS, build_stream
 
 SMALL = {"train_size": 200, "test_size": 100}

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
@@ -108,8 +109,14 @@ def _check_cross_fields(spec: Spec) -> None:
     try:
         check_base_options(spec.base)
         check_mask_spec(spec.mask)
+        stream.resolve_base(spec.base)  # the stream's inputs against what the architecture reads
     except ValueError as e:
         raise SpecError(str(e)) from None
+    if stream.input_dtype != torch.float32 and spec.run.scenario != "GG":
+        raise SpecError(
+            f"run.scenario: got {spec.run.scenario!r}; task inference (GNs, GNu, NNs) is not implemented for "
+            f"token streams such as {spec.stream.name!r}: use GG"
+        )
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
     classes = stream.num_classes

@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from supermask.core.fields import check_fields, choices, in_range, resolved
 from supermask.core.registry import Registry
+from supermask.core.transformer import transformer
 
 ARCHITECTURES: Registry = Registry("architecture")
 INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
@@ -178,6 +179,9 @@ class _ResNet18(nn.Module):
 def resnet18(input_shape, num_outputs, batchnorm=True, nf=20):
     """SupSup's reduced-width ResNet-18 (nf=20) with non-affine BatchNorm."""
     return _ResNet18(_require_image("resnet18", input_shape), num_outputs, int(nf), bool(batchnorm))
+
+
+ARCHITECTURES.register("transformer")(transformer)  # a small transformer over token ids (core/transformer.py)
 
 
 def architecture_options(arch: str) -> dict[str, object]:

@@ -30,8 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from supermask.core.nets import ARCHITECTURES
-
 NORMS = ("pre", "post")
 POSITIONS = ("learned", "sinusoidal")
 OUTPUTS = ("tokens", "sequence")
@@ -197,7 +195,6 @@ class Transformer(nn.Module):
         return self.from_embeddings(self.embed_tokens(tokens), tokens != self.pad_id)
 
 
-@ARCHITECTURES.register("transformer")
 def transformer(
     input_shape,
     num_outputs,
@@ -214,7 +211,8 @@ def transformer(
     output="sequence",
     pool="mean",
 ):
-    """A small transformer encoder (causal=False) or decoder (causal=True) over (max_len,) token ids."""
+    """A small transformer encoder (causal=False) or decoder (causal=True) over (max_len,) token ids
+    (registered as the architecture "transformer" in core/nets.py)."""
     if batchnorm:
         raise ValueError("base.batchnorm: the transformer normalises with LayerNorm; set batchnorm to false")
     if len(tuple(input_shape)) != 1:

@@ -1,9 +1,7 @@
-"""Token streams: formal languages (Dyck-1, Dyck-2, a^n b^n, a^n b^n c^n, counting, parity) and
-character-level text from `pydoc_data.topics`, Python's own offline documentation.
+"""Formal-language token streams: Dyck-1, Dyck-2, a^n b^n, a^n b^n c^n, counting and parity.
 
-Inputs are int64 token ids, (examples, max_len). Real tokens are 0..vocab_size-1; the padding id is
-`vocab_size` (`pad_id`), which no real token uses, and padding only ever follows the real tokens.
-A formal-language sequence is BOS followed by the string's symbols; the first token is never padding.
+Inputs are int64 token ids (see data/token_streams.py: the padding id is one no real token uses). A
+sequence is BOS followed by the string's symbols; the first token is never padding.
 
 `formal_languages`: task t learns language `languages[t % k]` (k languages) on string lengths
 `train_lengths` and is tested on `test_lengths` (inclusive ranges, so test strings can be longer than
@@ -25,8 +23,6 @@ test set from rng([seed, t, 1]), the label noise from rng([seed, t, 2]).
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from supermask.data.datasets import stratified_split
-from supermask.data.streams import Stream, TaskData, register_stream
+from supermask.data.streams import register_stream
+from supermask.data.token_streams import IGNORE, TokenStream, positive_int
 
-IGNORE = -100  # label of positions without a target (cross_entropy's default ignore_index)
 SYMBOLS = 4  # symbol ids 0..3, shared by every language
 BOS, END = SYMBOLS, SYMBOLS + 1
 FORMAL_VOCAB = SYMBOLS + 2
 TARGETS = ("membership", "next")
-_VALIDATION_SALT = 0x70C5
 
 
 def _dyck_member(s: Sequence[int], types: int) -> bool:
@@ -197,56 +191,6 @@ def _length_range(option: str, value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _positive_int(option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"option {option}={value!r} must be a whole number >= 1")
-    return value
-
-
-class TokenStream(Stream):
-    """A stream of int64 token-id inputs, (examples, max_len): real tokens 0..vocab_size-1, padding vocab_size.
-
-    Labels are one class per sequence, shape (examples,), or one per position, shape (examples, max_len)
-    with IGNORE (-100) where there is no target.
-    """
-
-    vocab_size: int
-    per_position: bool  # labels per position (next-token) rather than per sequence
-    token_names: tuple[str, ...]
-    label_names: tuple[str, ...]  # what each label value means
-
-    @property
-    def pad_id(self) -> int:
-        return self.vocab_size
-
-    def base_options(self) -> dict[str, Any]:
-        """The transformer base options this stream fixes: its vocabulary and its kind of output."""
-        return {"vocab_size": self.vocab_size, "output": "tokens" if self.per_position else "sequence"}
-
-    def task(self, t: int) -> TaskData:
-        """Task t's train, test and (optionally) validation tensors, with int64 token-id inputs."""
-        self._check_index(t)
-        t = int(t)
-        train_x, train_y, test_x, test_y = self._arrays(t)
-        for part, x in (("train", train_x), ("test", test_x)):
-            if tuple(x.shape[1:]) != self.input_shape or x.dtype != torch.int64:
-                raise AssertionError(f"{self.name} task {t} {part} inputs are {x.dtype} {tuple(x.shape)}")
-        val_x = val_y = None
-        fraction = self.validation_fraction
-        if fraction > 0:
-            salt = [self.seed, t, _VALIDATION_SALT]
-            if self.per_position:
-                order = np.random.default_rng(salt).permutation(len(train_x))
-                n_held = int(round(fraction * len(order)))
-                held, keep = np.sort(order[:n_held]), np.sort(order[n_held:])
-            else:
-                keep, held = stratified_split(train_y.numpy(), fraction, salt)
-            keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
-            val_x, val_y = train_x[held_t], train_y[held_t]
-            train_x, train_y = train_x[keep_t], train_y[keep_t]
-        return TaskData(t, self.task_id(t), train_x, train_y, test_x, test_y, val_x, val_y)
-
-
 @register_stream("formal_languages")
 class FormalLanguageStream(TokenStream):
     """Task t: language languages[t % k] on lengths shifted by length_step * (t // k); see the module doc."""
@@ -294,8 +238,8 @@ class FormalLanguageStream(TokenStream):
         self.train_lengths = _length_range("train_lengths", train_lengths)
         self.test_lengths = _length_range("test_lengths", test_lengths)
         self.length_step = length_step
-        self.train_size = _positive_int("train_size", train_size)
-        self.test_size = _positive_int("test_size", test_size)
+        self.train_size = positive_int("train_size", train_size)
+        self.test_size = positive_int("test_size", test_size)
         self.label_noise = float(label_noise)
         for t in range(min(self.num_tasks, len(self.languages))):
             for lengths in (self.train_lengths, self.test_lengths):
@@ -395,88 +339,4 @@ class FormalLanguageStream(TokenStream):
             rng = np.random.default_rng([self.seed, t, 2])
             flip = rng.choice(len(train_y), size=int(round(self.label_noise * len(train_y))), replace=False)
             train_y[torch.from_numpy(flip)] = 1 - train_y[torch.from_numpy(flip)]
-        return train_x, train_y, test_x, test_y
-
-
-def pydoc_text() -> str:
-    """Python's offline documentation topics (pydoc_data.topics), joined in sorted topic order."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[k] for k in sorted(topics))
-
-
-CHARS = "\n" + "".join(chr(c) for c in range(32, 127))  # newline and printable ASCII; the rest is UNK
-
-
-@register_stream("pydoc_chars")
-class PydocCharStream(TokenStream):
-    """Character-level next-token prediction on Python's documentation text (no download).
-
-    The text is cut into num_tasks contiguous parts; task t trains on windows from the first 90% of
-    part t and is tested on windows from its last 10%. Labels: the next character's id at every
-    position (`token_names`; id 96 is any character outside newline and printable ASCII). The text
-    is that of the running Python, so another Python version may give other examples: `data_source`
-    names the version and the text's hash.
-    """
-
-    def __init__(
-        self, *, seq_len: int = 64, train_size: int = 2000, test_size: int = 500, **common: Any
-    ) -> None:
-        super().__init__(**common)
-        self.seq_len = _positive_int("seq_len", seq_len)
-        self.train_size = _positive_int("train_size", train_size)
-        self.test_size = _positive_int("test_size", test_size)
-        self.vocab_size = len(CHARS) + 1
-        self.per_position = True
-        self.input_shape = (self.seq_len,)
-        self.num_classes = self.vocab_size
-        self.token_names = (*CHARS, "<unk>")
-        self.label_names = self.token_names
-        self._options = {"seq_len": seq_len, "train_size": train_size, "test_size": test_size}
-        self._ids: np.ndarray | None = None
-        part = len(self.ids()) // self.num_tasks
-        if part // 10 < self.seq_len + 1:
-            raise ValueError(
-                f"{self.num_tasks} tasks leave {part} characters each, too few for test windows of "
-                f"{self.seq_len + 1}; use fewer tasks or a shorter seq_len"
-            )
-
-    def ids(self) -> np.ndarray:
-        """The whole text as token ids."""
-        if self._ids is None:
-            lookup = np.full(0x110000, len(CHARS), dtype=np.int64)
-            lookup[[ord(c) for c in CHARS]] = np.arange(len(CHARS))
-            self._ids = lookup[np.frombuffer(pydoc_text().encode("utf-32-le"), dtype=np.uint32)]
-        return self._ids
-
-    @property
-    def data_source(self) -> str:
-        text = pydoc_text()
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        version = ".".join(map(str, sys.version_info[:3]))
-        return f"pydoc_data.topics of Python {version} ({len(text)} characters, sha256 {digest})"
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids back to text (UNK as U+FFFD)."""
-        return "".join(CHARS[i] if i < len(CHARS) else "\ufffd" for i in ids)
-
-    def _windows(
-        self, region: np.ndarray, size: int, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = rng.integers(0, len(region) - self.seq_len, size=size)
-        idx = starts[:, None] + np.arange(self.seq_len + 1)
-        chunks = region[idx]
-        return torch.from_numpy(chunks[:, :-1].copy()), torch.from_numpy(chunks[:, 1:].copy())
-
-    def _arrays(self, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids = self.ids()
-        part = len(ids) // self.num_tasks
-        chunk = ids[t * part : (t + 1) * part]
-        split = part - part // 10
-        train_x, train_y = self._windows(
-            chunk[:split], self.train_size, np.random.default_rng([self.seed, t, 0])
-        )
-        test_x, test_y = self._windows(
-            chunk[split:], self.test_size, np.random.default_rng([self.seed, t, 1])
-        )
         return train_x, train_y, test_x, test_y

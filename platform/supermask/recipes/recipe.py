@@ -57,11 +57,7 @@ class Recipe:
         stream = stream_of(spec.stream, spec.data)
         data = stream.resolved_data()
         stream = stream_of(spec.stream, data)
-        base = dataclasses.replace(
-            spec.base,
-            input_shape=tuple(stream.input_shape),
-            num_outputs=spec.base.num_outputs or stream.num_classes,
-        )
+        base = stream.resolve_base(spec.base)
         built = build_base(base)
         fingerprint = built.fingerprint
         fields = {
