@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from supermask.data.formal_languages import BOS, END, IGNORE, LANGUAGES
-from supermask.data.token_streams import TokenStream
 from supermask.data.streams import STREAMS, build_stream
+from supermask.data.token_streams import TokenStream
 
 SMALL = {"train_size": 200, "test_size": 100}
 

@@ -39,6 +39,8 @@ def test_the_stream_fixes_the_transformer_vocabulary_and_output():
         ({"stream": {"name": "synthetic", "num_tasks": 1}}, "reads token ids"),
         ({"base": {**TRANSFORMER, "options": {"vocab_size": 9}}}, "base.options.vocab_size"),
         ({"run": {"scenario": "GNu"}}, "not implemented for token streams"),
+        ({"probes": {"every": -1}}, "probes.every"),
+        ({"probes": {"evry": 3}}, "did you mean 'every'"),
     ],
 )
 def test_specs_that_cannot_run_fail_up_front_naming_the_field(sections, message):

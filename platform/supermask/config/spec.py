@@ -24,6 +24,7 @@ from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
 from supermask.core.nets import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
 from supermask.core.nns import NNsConfig
+from supermask.core.probes import ProbeConfig
 from supermask.core.search import SearchConfig
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
 
@@ -75,6 +76,9 @@ class Spec:
     run: RunSpec = field(default_factory=RunSpec)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     nns: NNsConfig = field(default_factory=NNsConfig)
+    probes: ProbeConfig = field(
+        default_factory=ProbeConfig
+    )  # norm, churn and saturation probes (every: 0 = off)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

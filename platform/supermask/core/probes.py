@@ -1,9 +1,10 @@
-"""Norm, direction, alignment, mask-churn and saturation probes: hooks a training loop leaves on.
+"""Norm, direction, alignment, mask-churn and saturation probes of K stacked tasks: cheap enough to leave on.
 
-A `Probe` looks at what a run trains (scores for a mask search, weights for a trained method) every
-`ProbeConfig.every` steps and returns a flat dict of floats, ready for a metrics line:
+A `Probe` looks at what a run trains (scores for a mask search, weights for a trained method), as
+tensors with a leading task axis (K, *shape), every `ProbeConfig.every` steps, and returns one flat
+record of floats per task:
 
-- `norm` (global L2 norm of every trained non-scalar tensor, concatenated) and `norm/<layer>`;
+- `norm` (L2 norm of every trained non-scalar tensor of the task, concatenated) and `norm/<layer>`;
 - `direction` cos(theta_t, theta_t+1), `alignment` cos(theta_t, delta_t) with delta_t = theta_t+1 -
   theta_t, and `step_size` ||delta_t||, where t and t+1 are consecutive probes (with `every` > 1 a
   delta spans `every` optimizer steps);
@@ -11,17 +12,16 @@ A `Probe` looks at what a run trains (scores for a mask search, weights for a tr
   `density`, the fraction kept (mask searches only);
 - saturation: the network as it computes, run on a fixed probe batch with its effective weights
   multiplied by c under no-grad, against the same network unscaled. `saturation_cosine` is the mean
-  over hidden states of the per-row cosine (rows: positions, e.g. real tokens), `saturation_output_cosine`
+  over hidden states of the per-row cosine (rows: examples, or real tokens), `saturation_output_cosine`
   the same for the outputs, `saturation_agreement` the share of rows whose output argmax agrees.
 
 For a supermask the effective weights are W * M: the probe scales those, never the scores, because
 multiplying the scores by c leaves a top-k or threshold mask exactly as it was.
 
-A probe needs only the trained tensors, optionally the current masks (with the frozen weights they
-multiply), and a `RunFn`: effective weights -> (hidden states, outputs) on the probe batch.
-`module_runner` and `base_runner` build one for any nn.Module or BaseNetwork. Between probes it keeps
-one flat float64 copy of the trained tensors and the mask bits; a probe costs a handful of tensor ops
-for the norms plus two no-grad forward passes on the probe batch (`probe_overhead` measures it).
+Every number of a probe, for all K tasks, is computed on the device and read in one transfer. Between
+probes a probe keeps one float32 copy of the trained tensors and of the masks. `stacked_runner` runs
+any nn.Module for K tasks at once (torch.func.vmap) and captures hidden states; `probe_overhead`
+times probes against training steps.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from supermask.core.fields import check_fields, in_range
 
 log = logging.getLogger(__name__)
 
+# effective weights, (K, *shape) each -> (hidden states (K, rows..., d) each, outputs (K, rows..., C))
 RunFn = Callable[[list[torch.Tensor]], "tuple[list[torch.Tensor], torch.Tensor]"]
 FIT_FORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "t": lambda t: t,
@@ -52,76 +52,105 @@ FIT_FORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """When and how a run is probed: the cadence, the saturation scale c and the sweep of c."""
+    """When and how a run is probed: the `probes` section of a task spec (`every: 0` turns probes off)."""
 
-    every: int = field(default=10, metadata=in_range(1))  # optimizer steps between probes
+    every: int = field(default=25, metadata=in_range(0))  # optimizer steps between probes; 0: no probes
     scale: float = field(default=1000.0, metadata=in_range(0.0, lo_open=True))  # c of the saturation probe
-    # probes between saturation checks (0: never)
-    saturation_every: int = field(default=1, metadata=in_range(0))
-    sweep: tuple[float, ...] = tuple(float(c) for c in range(1, 11))  # c of the sweep
-    sweep_every: int = field(default=0, metadata=in_range(0))  # probes between sweeps; 0: only Probe.sweep()
+    saturation_every: int = field(
+        default=1, metadata=in_range(0)
+    )  # probes between saturation checks; 0: never
+    batch: int = field(default=32, metadata=in_range(1))  # probe examples per task (fixed for the run)
+    sweep_every: int = field(default=0, metadata=in_range(0))  # probes between sweeps of c; 0: never
+    sweep_scales: tuple[float, ...] = tuple(float(c) for c in range(1, 11))  # the c of a sweep
+
+    def __post_init__(self) -> None:
+        scales = self.sweep_scales
+        ok = isinstance(scales, list | tuple) and all(
+            isinstance(c, int | float) and not isinstance(c, bool) and c > 0 for c in scales
+        )
+        if not ok or not scales:
+            raise ValueError(f"probes.sweep_scales: got {scales!r}; must be a non-empty list of numbers > 0")
+        object.__setattr__(self, "sweep_scales", tuple(float(c) for c in scales))
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
 
 
-def _is_probed(t: torch.Tensor) -> bool:
-    """Scalars (one element, e.g. a learned temperature) are left out of the norm."""
-    return t.numel() > 1
+def _per_task_cosine(dot: torch.Tensor, norm_a: torch.Tensor, norm_b: torch.Tensor) -> torch.Tensor:
+    """dot / (|a| |b|) per task, NaN where either is 0."""
+    cos = (dot / (norm_a * norm_b)).clamp(-1.0, 1.0)
+    return torch.where((norm_a == 0) | (norm_b == 0), torch.full_like(cos, float("nan")), cos)
 
 
-def _cosine(dot: float, norm_a: float, norm_b: float) -> float:
-    if norm_a == 0.0 or norm_b == 0.0:
-        return float("nan")
-    return max(-1.0, min(1.0, dot / (norm_a * norm_b)))
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(K,) float64 dot products of the rows of two (K, n) tensors (a batched BLAS product)."""
+    return torch.linalg.vecdot(a, b).double()
 
 
-def _segment_sums(values: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """Sums of consecutive segments of a flat tensor, of the given sizes (float64 or int64)."""
-    acc = values.to(torch.float64 if values.is_floating_point() else torch.int64).cumsum(0)
-    ends = torch.tensor(sizes, device=values.device).cumsum(0) - 1
-    at_ends = acc[ends]
-    return torch.diff(at_ends, prepend=at_ends.new_zeros(1))
+def _rows_weight(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """(K, rows) float weights of the rows of `t` (every index but the first and the last) that count."""
+    rows = t.shape[1:-1]
+    if keep is not None and tuple(keep.shape[1:]) == tuple(rows):
+        return keep.reshape(len(t), -1).double()
+    return torch.ones(len(t), int(np.prod(rows)), dtype=torch.float64, device=t.device)
 
 
-def row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over rows (every index but the last) of cos(a_row, b_row) in float64; two zero rows count as 1."""
-    a = a.detach().reshape(-1, a.shape[-1]).double()
-    b = b.detach().reshape(-1, b.shape[-1]).double()
-    if len(a) == 0:
-        return float("nan")
-    na, nb = a.norm(dim=1), b.norm(dim=1)
-    cos = (a * b).sum(1) / (na * nb)
+def row_cosines(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) mean over each task's rows (kept ones only) of cos(a_row, b_row), in float64.
+
+    `a` and `b` are (K, rows..., d); two zero rows count as 1, one zero row as 0.
+    """
+    w = _rows_weight(a, keep)
+    a = a.detach().reshape(len(a), -1, a.shape[-1]).double()
+    b = b.detach().reshape(len(b), -1, b.shape[-1]).double()
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    cos = ((a * b).sum(-1) / (na * nb)).clamp(-1.0, 1.0)
     cos = torch.where((na == 0) & (nb == 0), torch.ones_like(cos), cos)
     cos = torch.where((na == 0) ^ (nb == 0), torch.zeros_like(cos), cos)
-    return float(cos.clamp(-1.0, 1.0).mean())
+    return (cos * w).sum(1) / w.sum(1)
 
 
-def argmax_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The share of rows whose argmax over the last dimension is the same in `a` and `b`."""
-    return float((a.argmax(-1) == b.argmax(-1)).double().mean())
+def argmax_agreements(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) share of each task's (kept) rows whose argmax over the last dimension is the same in a and b."""
+    w = _rows_weight(a, keep)
+    same = (a.argmax(-1) == b.argmax(-1)).reshape(len(a), -1).double()
+    return (same * w).sum(1) / w.sum(1)
 
 
 @torch.no_grad()
-def saturation(run: RunFn, effective: Sequence[torch.Tensor], scale: float) -> dict[str, float]:
-    """Compare the network with effective weights scaled by `scale` against it unscaled (no-grad)."""
+def saturation(
+    run: RunFn,
+    effective: Sequence[torch.Tensor],
+    scale: float,
+    keep: torch.Tensor | None = None,
+    labels: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """(K,) saturation numbers: the network with effective weights scaled by `scale` against it unscaled.
+
+    `labels` name the hidden states in the per-layer keys (default: their index).
+    """
     hidden, out = run([w.detach() for w in effective])
     hidden_c, out_c = run([w.detach() * scale for w in effective])
     if not all(torch.isfinite(h).all() for h in [*hidden_c, out_c]):
         log.warning("saturation probe at c=%g overflowed float32: cosines are NaN", scale)
-    out_cos = row_cosine(out, out_c)
-    per_layer = [row_cosine(h, hc) for h, hc in zip(hidden, hidden_c, strict=True)]
+    out_cos = row_cosines(out, out_c, keep)
+    per_layer = [row_cosines(h, hc, keep) for h, hc in zip(hidden, hidden_c, strict=True)]
     return {
-        "saturation_cosine": float(np.mean(per_layer)) if per_layer else out_cos,
+        "saturation_cosine": torch.stack(per_layer).mean(0) if per_layer else out_cos,
         "saturation_output_cosine": out_cos,
-        "saturation_agreement": argmax_agreement(out, out_c),
-        **{f"saturation_cosine/{i}": c for i, c in enumerate(per_layer)},
+        "saturation_agreement": argmax_agreements(out, out_c, keep),
+        **{f"saturation_cosine/{labels[i] if labels else i}": c for i, c in enumerate(per_layer)},
     }
 
 
 class Probe:
-    """Probes one run: call `observe` at steps where `due(step)`; every record is kept in `history`.
+    """Probes the K tasks of one run: call `observe` at steps where `due(step)`; `history[k]` keeps task k's records.
 
     `run` maps effective weights to (hidden states, outputs) on a fixed probe batch; without it the
     saturation probe is skipped. `frozen` are the frozen weights that masks multiply (W in W * M);
-    `names` label the trained tensors in the per-layer keys.
+    `names` label the trained tensors in the per-layer keys and `hidden` the hidden states; `keep`
+    (K, rows...) marks the rows of hidden states and outputs that count (e.g. real tokens).
     """
 
     def __init__(
@@ -130,21 +159,26 @@ class Probe:
         *,
         names: Sequence[str] | None = None,
         frozen: Sequence[torch.Tensor] | None = None,
+        keep: torch.Tensor | None = None,
+        hidden: Sequence[str] | None = None,
         config: ProbeConfig | None = None,
     ) -> None:
         self.config = config or ProbeConfig()
-        check_fields(self.config, "probe.")
-        self.run = run
+        check_fields(self.config, "probes.")
+        self.run, self.keep = run, keep
+        self.hidden = None if hidden is None else list(hidden)
         self.names = None if names is None else list(names)
         self.frozen = None if frozen is None else list(frozen)
-        self.history: list[dict[str, float]] = []
-        self._prev: torch.Tensor | None = None  # the last probe's trained tensors, flat, float64
-        self._prev_masks: torch.Tensor | None = None  # its mask bits, flat
+        self.history: list[list[dict[str, float]]] = []
+        self._prev: list[torch.Tensor] | None = None  # the last probe's trained tensors, (K, n) per layer
+        self._prev_sq: torch.Tensor | None = None  # their squared norms, (K,) float64
+        self._prev_masks: list[torch.Tensor] | None = None  # its masks, (K, n) float 0/1 per layer
+        self._prev_kept: list[torch.Tensor] = []  # their kept counts per layer, (K,) float64
         self._count = 0
 
     def due(self, step: int) -> bool:
         """Whether `step` is on the cadence (step 0, the state before training, always is)."""
-        return step % self.config.every == 0
+        return self.config.every > 0 and step % self.config.every == 0
 
     def _layer_names(self, n: int) -> list[str]:
         if self.names is None:
@@ -162,63 +196,86 @@ class Probe:
         trained: Sequence[torch.Tensor],
         masks: Sequence[torch.Tensor] | None = None,
         effective: Sequence[torch.Tensor] | None = None,
-    ) -> dict[str, float]:
-        """Probe the run at `step`: `trained` tensors, the current `masks` (0/1) if any, and optionally
-        the `effective` weights the network computes with (default: frozen * masks, else `trained`)."""
+        extra: Mapping[str, torch.Tensor] | None = None,
+    ) -> list[dict[str, float]]:
+        """Probe every task at `step`: `trained` tensors and current `masks` (0/1) if any, each (K, *shape),
+        optionally the `effective` weights the network computes with (default: frozen * masks, else
+        `trained`) and `extra` (K,) values to record alongside. Returns one record per task."""
         names = self._layer_names(len(trained))
-        record: dict[str, float] = {"step": float(step)}
-        record.update(self._norms(names, trained))
+        values: dict[str, torch.Tensor] = {}
+        values.update(self._norms(names, trained))
         if masks is not None:
-            record.update(self._churn(names, masks))
+            values.update(self._churn(names, masks))
         if self.run is not None:
-            record.update(self._saturation(masks, trained, effective))
+            values.update(self._saturation(masks, trained, effective))
+        for key, v in (extra or {}).items():
+            values[key] = v.detach().reshape(-1).double()
+        keys = list(values)
+        table = torch.stack([values[k].to(torch.float64) for k in keys], 1).cpu().tolist()  # one sync
+        records = [
+            {"step": float(step), **{k: v for k, v in zip(keys, row, strict=True) if not math.isnan(v)}}
+            for row in table
+        ]
         self._count += 1
-        self.history.append(record)
-        return record
+        if not self.history:
+            self.history = [[] for _ in records]
+        for k, record in enumerate(records):
+            self.history[k].append(record)
+        return records
 
-    def _norms(self, names: list[str], trained: Sequence[torch.Tensor]) -> dict[str, float]:
-        # One flat float64 copy of everything probed: a handful of ops however many layers there are.
-        kept = [(n, t.detach().reshape(-1)) for n, t in zip(names, trained, strict=True) if _is_probed(t)]
-        if not kept:
-            return {"norm": 0.0}
-        flat = torch.cat([t for _, t in kept]).double()
-        values = [_segment_sums(flat * flat, [t.numel() for _, t in kept])]
-        if self._prev is not None:
-            delta = flat - self._prev
-            values.append(
-                torch.stack(
-                    [(self._prev * self._prev).sum(), (self._prev * delta).sum(), (delta * delta).sum()]
-                )
+    def _norms(self, names: list[str], trained: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Per layer, a few fused passes in float32 (batched dot products accumulate carefully), the
+        # per-task sums then combined in float64; the last probe's tensors are kept in float32 buffers.
+        kept = [(n, t.detach().flatten(1)) for n, t in zip(names, trained, strict=True) if t[0].numel() > 1]
+        if not kept:  # scalars (one element per task, e.g. a temperature) are left out of the norm
+            return {"norm": torch.zeros(len(trained[0]), dtype=torch.float64, device=trained[0].device)}
+        have_prev = self._prev is not None and [p.shape for p in self._prev] == [t.shape for _, t in kept]
+        out: dict[str, torch.Tensor] = {}
+        sq, along, delta_sq = [], [], []
+        for i, (name, t) in enumerate(kept):
+            sq.append(_dot(t, t))
+            out[f"norm/{name}"] = sq[-1].sqrt()
+            if have_prev:
+                delta = t - self._prev[i]
+                along.append(_dot(self._prev[i], delta))
+                delta_sq.append(_dot(delta, delta))
+                self._prev[i].copy_(t)
+        total = torch.stack(sq).sum(0)
+        out["norm"] = total.sqrt()
+        if have_prev:
+            prev_sq = self._prev_sq
+            a, d = torch.stack(along).sum(0), torch.stack(delta_sq).sum(0)
+            # |theta_t+1|^2 = |theta_t|^2 + 2 <theta_t, delta> + |delta|^2, so cos(theta_t, theta_t+1) comes
+            # from three sums whose rounding cancels instead of from two nearly equal norms.
+            out["direction"] = _per_task_cosine(
+                prev_sq + a, prev_sq.sqrt(), (prev_sq + 2 * a + d).clamp(min=0).sqrt()
             )
-        sums = torch.cat(values).tolist()  # one device sync
-        layer_sq = sums[: len(kept)]
-        out = {f"norm/{n}": math.sqrt(v) for (n, _), v in zip(kept, layer_sq, strict=True)}
-        out["norm"] = math.sqrt(sum(layer_sq))
-        if self._prev is not None:
-            prev_sq, along, delta_sq = sums[len(kept) :]
-            prev_norm, step_size = math.sqrt(prev_sq), math.sqrt(delta_sq)
-            out["direction"] = _cosine(prev_sq + along, prev_norm, out["norm"])
-            out["alignment"] = _cosine(along, prev_norm, step_size)
-            out["step_size"] = step_size
-        self._prev = flat
+            out["alignment"] = _per_task_cosine(a, prev_sq.sqrt(), d.sqrt())
+            out["step_size"] = d.sqrt()
+        else:
+            self._prev = [t.clone() for _, t in kept]
+        self._prev_sq = total
         return out
 
-    def _churn(self, names: list[str], masks: Sequence[torch.Tensor]) -> dict[str, float]:
-        bits = torch.cat([m.detach().reshape(-1) > 0.5 for m in masks])
-        sizes = [m.numel() for m in masks]
-        values = [bits.sum().reshape(1)]
-        if self._prev_masks is not None:
-            values.append(_segment_sums(bits != self._prev_masks, sizes))
-        counts = torch.cat([v.to(torch.int64) for v in values]).tolist()
-        total = max(len(bits), 1)
-        out = {"density": counts[0] / total}
-        if self._prev_masks is not None:
-            flipped = counts[1:]
-            out.update(
-                {f"churn/{n}": f / max(size, 1) for n, f, size in zip(names, flipped, sizes, strict=True)}
-            )
-            out["churn"] = sum(flipped) / total
-        self._prev_masks = bits
+    def _churn(self, names: list[str], masks: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        # For 0/1 masks, flipped = |m| + |m_prev| - 2 <m, m_prev>: exact in float32 below 2^24 per layer and task.
+        layers = [m.detach().flatten(1).float() for m in masks]
+        have_prev = self._prev_masks is not None and [p.shape for p in self._prev_masks] == [
+            m.shape for m in layers
+        ]
+        kept = [m.sum(1, dtype=torch.float64) for m in layers]
+        out = {"density": torch.stack(kept).sum(0) / sum(m.shape[1] for m in layers)}
+        if have_prev:
+            flips = []
+            for i, (name, m) in enumerate(zip(names, layers, strict=True)):
+                flipped = kept[i] + self._prev_kept[i] - 2 * _dot(m, self._prev_masks[i])
+                out[f"churn/{name}"] = flipped / m.shape[1]
+                flips.append(flipped)
+                self._prev_masks[i].copy_(m)
+            out["churn"] = torch.stack(flips).sum(0) / sum(m.shape[1] for m in layers)
+        else:
+            self._prev_masks = [m.clone() for m in layers]
+        self._prev_kept = kept
         return out
 
     def _effective(self, masks, trained, effective) -> list[torch.Tensor]:
@@ -232,29 +289,30 @@ class Probe:
             return [w * m for w, m in zip(self.frozen, masks, strict=True)]
         return list(trained)
 
-    def _saturation(self, masks, trained, effective) -> dict[str, float]:
+    def _saturation(self, masks, trained, effective) -> dict[str, torch.Tensor]:
         every, sweep_every = self.config.saturation_every, self.config.sweep_every
-        out: dict[str, float] = {}
+        out: dict[str, torch.Tensor] = {}
         if every and self._count % every == 0:
-            out.update(saturation(self.run, self._effective(masks, trained, effective), self.config.scale))
+            weights = self._effective(masks, trained, effective)
+            out.update(saturation(self.run, weights, self.config.scale, self.keep, self.hidden))
         if sweep_every and self._count % sweep_every == 0:
             out.update(self.sweep(self._effective(masks, trained, effective)))
         return out
 
-    def sweep(self, effective: Sequence[torch.Tensor]) -> dict[str, float]:
-        """Saturation cosine and argmax agreement at every c of `config.sweep`."""
+    def sweep(self, effective: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(K,) saturation cosine and argmax agreement at every c of `config.sweep_scales`."""
         if self.run is None:
             raise ValueError("the saturation sweep needs a run function: Probe(run=...)")
-        out: dict[str, float] = {}
-        for c in self.config.sweep:
-            s = saturation(self.run, effective, c)
+        out: dict[str, torch.Tensor] = {}
+        for c in self.config.sweep_scales:
+            s = saturation(self.run, effective, c, self.keep)
             out[f"sweep_cosine@{c:g}"] = s["saturation_cosine"]
             out[f"sweep_agreement@{c:g}"] = s["saturation_agreement"]
         return out
 
-    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of one recorded key, over the probes that recorded it."""
-        rows = [(r["step"], r[key]) for r in self.history if key in r]
+    def series(self, key: str, task: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one recorded key of one task, over the probes that recorded it."""
+        rows = [(r["step"], r[key]) for r in (self.history[task] if self.history else []) if key in r]
         steps = np.array([s for s, _ in rows], dtype=np.float64)
         return steps, np.array([v for _, v in rows], dtype=np.float64)
 
@@ -294,80 +352,46 @@ def _capture(net: nn.Module, hidden: Sequence[str]) -> tuple[list[torch.Tensor],
     return seen, [modules[h].register_forward_hook(grab) for h in hidden]
 
 
-def module_runner(
+def stacked_runner(
     net: nn.Module,
     x: torch.Tensor,
     names: Sequence[str],
     *,
     fixed: Mapping[str, torch.Tensor] | None = None,
     hidden: Sequence[str] = (),
-    keep: torch.Tensor | None = None,
 ) -> RunFn:
-    """A RunFn over `net` on the fixed batch `x`: the given tensors replace parameters `names`.
-
-    `fixed` adds tensors that stay as given (e.g. BatchNorm statistics); `hidden` names the modules
-    whose outputs are the hidden states; `keep` (a boolean over the leading dims of `x`, e.g. the
-    real tokens) selects the rows compared, in hidden states and in outputs of matching shape.
+    """A RunFn over `net` for K tasks at once: task k runs x[k] with the k-th slice of each given tensor
+    in place of parameter `names[i]`, and of each `fixed` tensor (K, ...) (e.g. BatchNorm statistics,
+    read when the run is called, so statistics updated in place are seen). `hidden` names the modules
+    whose outputs are the hidden states. The net runs in eval mode and is left as it was.
     """
     names = list(names)
 
-    def select(t: torch.Tensor) -> torch.Tensor:
-        if keep is not None and t.shape[: keep.dim()] == keep.shape:
-            return t[keep]
-        return t
+    def one_task(effective, state, xk):
+        seen, handles = _capture(net, hidden)
+        try:
+            out = functional_call(net, {**dict(zip(names, effective, strict=True)), **state}, (xk,))
+        finally:
+            for h in handles:
+                h.remove()
+        return list(seen), out
 
     @torch.no_grad()
     def run(effective: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         if len(effective) != len(names):
             raise ValueError(f"run got {len(effective)} tensors for {len(names)} names")
-        replaced = dict(zip(names, effective, strict=True))
-        replaced.update(fixed or {})
         was_training = net.training
-        seen, handles = _capture(net, hidden)
+        net.eval()  # BatchNorm uses (and never updates) the statistics it is given
         try:
-            net.eval()  # BatchNorm uses (and never updates) the statistics it is given
-            out = functional_call(net, replaced, (x,))
+            if len(x) == 1:  # one task: the plain call, without vmap's per-operation cost
+                state = {k: v[0] for k, v in (fixed or {}).items()}
+                hidden_states, out = one_task([w[0] for w in effective], state, x[0])
+                return [h.unsqueeze(0) for h in hidden_states], out.unsqueeze(0)
+            return vmap(one_task)(list(effective), dict(fixed or {}), x)
         finally:
-            for h in handles:
-                h.remove()
             net.train(was_training)
-        return [select(h) for h in seen], select(out)
 
     return run
-
-
-def base_runner(
-    base,
-    x: torch.Tensor,
-    *,
-    bn_state: Mapping[str, torch.Tensor] | None = None,
-    hidden: Sequence[str] | None = None,
-    keep: torch.Tensor | None = None,
-) -> RunFn:
-    """A RunFn for a BaseNetwork: effective weights replace its masked layers' weights.
-
-    Hidden states default to the outputs of the masked layers (names as in `base.net`).
-    """
-    if hidden is None:
-        hidden = [n.rsplit(".", 1)[0] for n in base.masked_names]
-    return module_runner(base.net, x, base.masked_names, fixed=bn_state, hidden=hidden, keep=keep)
-
-
-def mask_search_hook(probe: Probe) -> Callable[[Any], dict[str, float]]:
-    """A step hook for a mask search: probes the scores and current masks on the probe's cadence.
-
-    `info` needs `.step` and `.method` (a MaskMethod), as core.search's StepInfo has. The state
-    before the first step is not seen by a hook: call `probe.observe(0, ...)` before the loop.
-    """
-
-    def hook(info: Any) -> dict[str, float]:
-        if not probe.due(info.step):
-            return {}
-        with torch.no_grad():
-            masks = info.method()
-        return probe.observe(info.step, list(info.method.scores), masks=masks)
-
-    return hook
 
 
 def probe_overhead(

@@ -24,6 +24,7 @@ from supermask.core.masks import MaskSpec
 from supermask.core.nets import BaseNetwork, BaseSpec, build_base
 from supermask.core.nns import NNsConfig
 from supermask.core.packing import TaskMask
+from supermask.core.probes import ProbeConfig
 from supermask.core.search import SearchConfig, StackedSearch, task_seed
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
 
@@ -50,6 +51,7 @@ class Recipe:
     data_source: str  # where the examples come from, for reports
     base_fingerprint: str
     provenance: dict  # {"hash": ..., "fields": {...}}: what produces this recipe's masks
+    probes: ProbeConfig = ProbeConfig()  # what every search of the recipe is probed with (not provenance)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Recipe:
@@ -83,6 +85,7 @@ class Recipe:
             data_source=stream.data_source,
             base_fingerprint=fingerprint,
             provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            probes=spec.probes,
         )
 
     @property
