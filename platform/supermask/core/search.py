@@ -181,7 +181,9 @@ class StackedSearch:
         lr = learning_rate(self.config, self.step, self.steps)
         self.optimizer.lr = lr
         # A method produces per-task masks over the frozen weights, or (trained methods) the weights themselves.
-        logits = stacked_forward(self.base, x, bn_state=self.bn_state, **{self.method.produces: self.method()})
+        logits = stacked_forward(
+            self.base, x, bn_state=self.bn_state, **{self.method.produces: self.method()}
+        )
         per_task = stacked_losses(logits, y)  # (K,): over examples, or over labelled positions
         self.optimizer.zero_grad()
         per_task.sum().backward()  # tasks share no parameter: each gets exactly its own gradient
