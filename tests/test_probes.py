@@ -268,6 +268,20 @@ def test_learn_block_probes_on_the_spec_cadence_and_every_zero_turns_them_off(ev
     assert outcome.masks[0].metrics["probes"] == 3 and outcome.probe_seconds > 0  # with the one at step 0
 
 
+def test_the_last_step_is_probed_off_the_cadence_too():
+    spec = spec_from_dict(
+        {
+            "stream": {"name": "synthetic", "num_tasks": 1, "options": {"input_dim": 8, "num_classes": 3}},
+            "base": {"arch": "mlp", "options": {"widths": [16]}},
+            "search": {"iterations": 7, "batch_size": 32},
+            "probes": {"every": 3, "batch": 8},
+        }
+    )
+    sink: list[dict] = []
+    learn_block(Workbench(Recipe.from_spec(spec)), [0], probe_sink=sink.extend, evaluate=False)
+    assert [r["step"] for r in sink] == [0.0, 3.0, 6.0, 7.0]
+
+
 class TrainedWeights(MaskMethod):
     """A stand-in for a trained-weight method: per-task copies of the base's weights, trained directly."""
 

@@ -80,7 +80,8 @@ class SearchProbe:
         return records
 
     def __call__(self, info: StepInfo) -> None:
-        if self.probe.due(info.step):
+        # On the cadence, and after the last step whatever the cadence: the final state is always probed.
+        if self.probe.due(info.step) or (self.config.enabled and info.step == info.total_steps):
             extra = {"loss": info.loss}
             if info.seen is not None:
                 extra["batch_accuracy"] = info.correct / info.seen.clamp(min=1)
