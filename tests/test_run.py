@@ -52,6 +52,25 @@ def test_report_and_store_are_written(finished_run):
     assert sorted(stored) == ["synthetic-0000", "synthetic-0001", "synthetic-0002"]
 
 
+def test_probes_are_on_by_default_with_metrics_lines_summaries_and_plots(finished_run):
+    lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    tasks = {r["task"] for r in lines}
+    assert tasks == {"synthetic-0000", "synthetic-0001", "synthetic-0002"}
+    steps = sorted({r["step"] for r in lines if r["task"] == "synthetic-0001"})
+    assert steps[0] == 0 and steps[1] == 25 and len(steps) >= 3  # the state before training, then every 25
+    later = next(r for r in lines if r["step"] == 25)
+    for key in ("norm", "direction", "alignment", "step_size", "churn", "density", "saturation_cosine"):
+        assert key in later, key
+    probes = json.loads((finished_run / "results.json").read_text())["probes"]
+    summary = probes["tasks"]["synthetic-0001"]
+    assert set(summary["norm_fits"]) == {"t", "sqrt_t", "t^1/4"} and summary["norm_start"] > 0
+    assert probes["probe_seconds"] > 0 and 0 < probes["overhead"] < 1
+    report = (finished_run / "report.md").read_text()
+    assert "## Probes" in report and "norm.png" in report and "saturation.png" in report
+    for png in ("norm.png", "saturation.png"):
+        assert (finished_run / png).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_rerun_skips_stored_tasks_and_evaluates_from_disk(finished_run):
     before = json.loads((finished_run / "results.json").read_text())
     assert (

@@ -17,7 +17,7 @@ from supermask.core.evaluate import evaluate_mask
 from supermask.interface.cli import main
 from supermask.interface.sweep_report import best_trial, pareto_front
 from supermask.recipes.recipe import Recipe, Workbench
-from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, trial_stacks
+from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, trial_probes, trial_stacks
 from supermask.runtime.events import read_events
 from supermask.runtime.tune_state import StateBackup, repair_experiment
 
@@ -203,11 +203,13 @@ def test_trial_metrics_use_the_validation_split_and_leave_learned_thresholds_unt
     bench = Workbench(Recipe.from_spec(sweep.trial_spec({"mask.density": 0.3})))
     stacks = trial_stacks(bench)
     assert [ts for ts, _ in stacks] == [[0, 1]]  # equal training sizes: one stack
-    advance_one_epoch(stacks, 1)
+    probes = trial_probes(bench, stacks)
+    advance_one_epoch(stacks, 1, probes)
     ((_, search),) = stacks
     assert search.step == search.steps_per_epoch == 6
     thresholds = search.method.s.detach().clone()
-    metrics = epoch_metrics(sweep, bench, stacks, 1, 2)
+    metrics = epoch_metrics(sweep, bench, stacks, 1, 2, probes)
+    assert {"probe_norm", "probe_saturation_cosine"} <= set(metrics)  # the tasks' latest probes, for Tune
     assert torch.equal(search.method.s, thresholds)  # the final calibration ran on a copy
     assert metrics["density"] == pytest.approx(0.3, abs=2e-3)
     expected = [
@@ -245,6 +247,7 @@ def test_quick_sweep_runs_every_trial_and_asha_stops_some_early(quick_sweep):
         assert (t["epochs"] < 6) == (t["status"] == "stopped_early")
         assert abs(t["metrics"]["density"] - t["config"]["mask.density"]) < 2e-3
         assert 0.0 <= t["metrics"]["val_accuracy"] <= 1.0
+        assert t["metrics"]["probe_norm"] > 0  # probes are on in sweeps too, reported with every epoch
     best = record["best"]
     assert best["config"]["search.lr"] == 0.5  # lr 0.001 barely moves the scores
     assert best["metrics"]["val_accuracy"] > 0.5  # 4 classes: chance is 0.25

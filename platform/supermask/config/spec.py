@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 from supermask.config.reservoir_checks import check_reservoir_fields
@@ -24,6 +25,7 @@ from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
 from supermask.core.nets import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
 from supermask.core.nns import NNsConfig
+from supermask.core.probes import ProbeConfig
 from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
@@ -79,6 +81,9 @@ class Spec:
     nns: NNsConfig = field(default_factory=NNsConfig)
     store: StoreSpec = field(default_factory=StoreSpec)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    probes: ProbeConfig = field(
+        default_factory=ProbeConfig
+    )  # norm, churn and saturation probes (every: 0 = off)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -113,8 +118,14 @@ def _check_cross_fields(spec: Spec) -> None:
     try:
         check_base_options(spec.base)
         check_mask_spec(spec.mask)
+        stream.resolve_base(spec.base)  # the stream's inputs against what the architecture reads
     except ValueError as e:
         raise SpecError(str(e)) from None
+    if stream.input_dtype != torch.float32 and spec.run.scenario != "GG":
+        raise SpecError(
+            f"run.scenario: got {spec.run.scenario!r}; task inference (GNs, GNu, NNs) is not implemented for "
+            f"token streams such as {spec.stream.name!r}: use GG"
+        )
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
     classes = stream.num_classes

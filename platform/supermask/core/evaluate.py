@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from supermask.core.batches import TaskBatches, index_chunks
+from supermask.core.losses import IGNORE_INDEX, labelled, stacked_correct
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask
 from supermask.core.stacked import stacked_forward
@@ -68,8 +69,8 @@ def predictions(
     real, every = [], []
     for start in range(0, len(x), batch_size):
         logits = base(x[start : start + batch_size].to(device), masks, bn)
-        real.append((logits[:, :num_classes] if num_classes else logits).argmax(1))
-        every.append(logits.argmax(1))
+        real.append((logits[..., :num_classes] if num_classes else logits).argmax(-1))
+        every.append(logits.argmax(-1))
     if not real:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
@@ -89,8 +90,9 @@ def evaluate_mask(
     """Accuracy of `base` under `mask` (and its BN statistics) on (x, y)."""
     real, every = predictions(base, mask, x, num_classes, batch_size=batch_size, device=device)
     y = y.to(real.device)
-    n = max(len(y), 1)
-    return Accuracy(float((real == y).sum()) / n, float((every == y).sum()) / n)
+    keep = y != IGNORE_INDEX  # every example, or the labelled positions of token sequences
+    n = max(int(keep.sum()), 1)
+    return Accuracy(float(((real == y) & keep).sum()) / n, float(((every == y) & keep).sum()) / n)
 
 
 @torch.no_grad()
@@ -109,10 +111,12 @@ def stacked_accuracy(
     device = masks[0].device
     real = torch.zeros(batches.num_tasks, device=device)
     every = torch.zeros(batches.num_tasks, device=device)
+    seen = torch.zeros(batches.num_tasks, device=device)
     for index in index_chunks(batches, chunk, device):
         x, y = batches.take(index)
         logits = stacked_forward(base, x, masks, bn_state)
-        real += ((logits[..., :num_classes] if num_classes else logits).argmax(-1) == y).sum(1)
-        every += (logits.argmax(-1) == y).sum(1)
-    n = max(batches.size, 1)
-    return [Accuracy(r / n, a / n) for r, a in zip(real.tolist(), every.tolist(), strict=True)]
+        real += stacked_correct(logits, y, num_classes)
+        every += stacked_correct(logits, y)
+        seen += labelled(y)  # examples, or labelled positions of token sequences
+    n = seen.clamp(min=1)
+    return [Accuracy(r, a) for r, a in zip((real / n).tolist(), (every / n).tolist(), strict=True)]

@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from supermask.core.fields import check_fields, choices, in_range, resolved
 from supermask.core.registry import Registry
+from supermask.core.transformer import transformer
 
 ARCHITECTURES: Registry = Registry("architecture")
 INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
@@ -237,6 +238,9 @@ def swish_gated_mlp(input_shape, num_outputs, batchnorm=False, widths=(2048, 204
         prev = int(width)
     layers.append(nn.Linear(prev, num_outputs, bias=False))
     return nn.Sequential(*layers)
+
+
+ARCHITECTURES.register("transformer")(transformer)  # a small transformer over token ids (core/transformer.py)
 
 
 def architecture_options(arch: str) -> dict[str, object]:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from supermask.core.batches import StackedTensors, TaskBatches
 from supermask.core.bits import pack_bits
 from supermask.core.fields import check_fields, choices, in_range
+from supermask.core.losses import labelled, stacked_correct, stacked_losses
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
 from supermask.core.nets import BaseNetwork
 from supermask.core.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -94,10 +94,11 @@ class StepInfo:
     step: int
     total_steps: int
     loss: torch.Tensor  # (K,)
-    correct: torch.Tensor  # (K,) samples right in this step's batch
+    correct: torch.Tensor  # (K,) samples (or labelled positions) right in this step's batch
     lr: float
     method: MaskMethod
     base: BaseNetwork
+    seen: torch.Tensor | None = None  # (K,) samples (or labelled positions) in this step's batch
 
 
 StepHook = Callable[[StepInfo], "dict[str, torch.Tensor] | None"]
@@ -183,7 +184,7 @@ class StackedSearch:
         logits = stacked_forward(
             self.base, x, bn_state=self.bn_state, **{self.method.produces: self.method()}
         )
-        per_task = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+        per_task = stacked_losses(logits, y)  # (K,): over examples, or over labelled positions
         self.optimizer.zero_grad()
         per_task.sum().backward()  # tasks share no parameter: each gets exactly its own gradient
         if self.grad_sync is not None:
@@ -192,12 +193,9 @@ class StackedSearch:
         self.step += 1
         metrics = self.method.after_step()
         with torch.no_grad():
-            real = logits[..., : self.num_classes] if self.num_classes else logits
-            correct = (real.argmax(-1) == y).sum(1).float()
-            self._window += torch.stack(
-                [per_task.detach() * y.shape[1], correct, torch.full_like(correct, y.shape[1])]
-            )
-        info = StepInfo(self.step, self.steps, per_task.detach(), correct, lr, self.method, self.base)
+            correct, seen = stacked_correct(logits, y, self.num_classes), labelled(y)
+            self._window += torch.stack([per_task.detach() * seen, correct, seen])
+        info = StepInfo(self.step, self.steps, per_task.detach(), correct, lr, self.method, self.base, seen)
         for hook in hooks:
             metrics.update(hook(info) or {})
         self._metrics = metrics

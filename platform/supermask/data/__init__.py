@@ -1,6 +1,11 @@
 """Data layer: dataset loading and task streams (pure PyTorch and NumPy; no Ray)."""
 
-from supermask.data import image_streams, synthetic  # noqa: F401  (each module registers its streams)
+from supermask.data import (  # noqa: F401  (each module registers its streams)
+    formal_languages,
+    image_streams,
+    synthetic,
+    text_streams,
+)
 from supermask.data.cifar import load_cifar100
 from supermask.data.datasets import DataConfig, DatasetUnavailable, ImageDataset, default_data_root
 from supermask.data.mnist import load_mnist

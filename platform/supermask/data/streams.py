@@ -13,6 +13,7 @@ import torch
 
 from supermask.core.batches import StackedTensors, TaskBatches
 from supermask.core.fields import in_range
+from supermask.core.nets import BaseSpec, architecture_options
 from supermask.core.registry import Registry
 from supermask.data.datasets import DataConfig, stratified_split
 
@@ -35,7 +36,8 @@ _VALIDATION_SALT = 0x5A11D  # keeps the validation draw independent of the task'
 
 @dataclass(frozen=True, eq=False)
 class TaskData:
-    """One task's tensors: normalised float32 inputs and int64 labels in [0, num_classes)."""
+    """One task's tensors: inputs (normalised float32, or int64 token ids for token streams) and int64
+    labels in [0, num_classes): one per example, or one per position with -100 where there is none."""
 
     index: int
     task_id: str
@@ -51,6 +53,7 @@ class Stream:
     """Base class of every stream; subclasses set input_shape and num_classes and implement `_arrays`."""
 
     name: ClassVar[str] = "stream"
+    input_dtype: ClassVar[torch.dtype] = torch.float32  # token streams: torch.int64
     input_shape: tuple[int, ...]
     num_classes: int  # labels per task
 
@@ -103,7 +106,7 @@ class Stream:
         t = int(t)
         train_x, train_y, test_x, test_y = self._arrays(t)
         for part, x in (("train", train_x), ("test", test_x)):
-            if tuple(x.shape[1:]) != self.input_shape or x.dtype != torch.float32:
+            if tuple(x.shape[1:]) != self.input_shape or x.dtype != self.input_dtype:
                 raise AssertionError(f"{self.name} task {t} {part} inputs are {x.dtype} {tuple(x.shape)}")
         val_x = val_y = None
         if self.validation_fraction > 0:
@@ -113,10 +116,15 @@ class Stream:
         return TaskData(t, self.task_id(t), train_x, train_y, test_x, test_y, val_x, val_y)
 
     def _validation_split(self, t: int, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(kept, held-out) indices of task t's training examples, stratified and seeded by (seed, t)."""
-        keep, held = stratified_split(
-            train_y.numpy(), self.validation_fraction, [self.seed, t, _VALIDATION_SALT]
-        )
+        """(kept, held-out) indices of task t's training examples, seeded by (seed, t): stratified by
+        class for one label per example, a plain random share for labels per position."""
+        salt = [self.seed, t, _VALIDATION_SALT]
+        if train_y.dim() == 1:
+            keep, held = stratified_split(train_y.numpy(), self.validation_fraction, salt)
+        else:
+            order = np.random.default_rng(salt).permutation(len(train_y))
+            n_held = int(round(self.validation_fraction * len(order)))
+            held, keep = np.sort(order[:n_held]), np.sort(order[n_held:])
         return torch.from_numpy(keep), torch.from_numpy(held)
 
     def stacked(
@@ -131,6 +139,20 @@ class Stream:
         if any(x is None for x in xs):
             raise ValueError("no validation split: set data.validation_fraction > 0")
         return StackedTensors.of(xs, ys, device)
+
+    def resolve_base(self, base: BaseSpec) -> BaseSpec:
+        """`base` with what this stream decides filled in: the input shape and (unless set) the outputs.
+
+        Raises ValueError when the architecture reads token ids and this stream gives none.
+        """
+        if "vocab_size" in architecture_options(base.arch):
+            raise ValueError(
+                f"base.arch: {base.arch!r} reads token ids, but stream {self.name!r} gives {self.input_dtype} "
+                "inputs; use a token stream (formal_languages, pydoc_chars) or an MLP or convnet base"
+            )
+        return dataclasses.replace(
+            base, input_shape=tuple(self.input_shape), num_outputs=base.num_outputs or self.num_classes
+        )
 
     def train_examples(self, t: int) -> int:
         """How many training examples task t has (tasks of equal size can be searched as one stack)."""

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from supermask import __version__  # noqa: E402
 from supermask.config.spec import Spec, dump_spec  # noqa: E402
+from supermask.interface.probe_report import plot_probes, probe_lines, probe_summary  # noqa: E402
 from supermask.interface.reservoir_report import reservoir_report  # noqa: E402
 from supermask.recipes.results import JobResult  # noqa: E402
 
@@ -85,6 +86,7 @@ def timing_line(timing: dict, total: float = 0.0) -> str:
             ("evaluation", "evaluate_seconds"),
             ("checkpoints", "checkpoint_seconds"),
             ("store writes", "store_seconds"),
+            ("probes", "probe_seconds"),
             ("task inference", "inference_seconds"),
         )
     ]
@@ -162,6 +164,7 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
     """Write results.json, report.md, accuracy.png and the resolved spec into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = results_dict(spec, result)
+    results["probes"] = probe_summary(out_dir, result.timing)  # None when the run recorded no probes
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
     (out_dir / "spec.yaml").write_text(dump_spec(spec))
     plot_task_accuracy(results, out_dir / "accuracy.png")
@@ -207,6 +210,7 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
                 f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} | {note} |"
             )
     lines += reservoir_report(results, out_dir)
+    lines += probe_lines(results["probes"], plot_probes(out_dir), spec.probes.every, spec.probes.scale)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return results
 

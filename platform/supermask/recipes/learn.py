@@ -17,6 +17,7 @@ from pathlib import Path
 
 from supermask.core.packing import TaskMask
 from supermask.core.search import StackedSearch
+from supermask.core.search_probe import SearchProbe
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Workbench
 
@@ -80,6 +81,8 @@ class BlockOutcome:
     checkpoint_seconds: float = 0.0
     checkpoints: int = 0
     resumed_from_step: int = 0
+    probe_records: list[dict] = field(default_factory=list)  # each task's last probe record
+    probe_seconds: float = 0.0  # probes during the search (part of search_seconds)
 
 
 def learn_block(
@@ -93,6 +96,7 @@ def learn_block(
     on_start: Callable[[StackedSearch], None] | None = None,
     before_result: Callable[[StackedSearch], None] | None = None,
     hooks=(),
+    probe_sink: Callable[[list[dict]], None] | None = None,
     **search_options,
 ) -> BlockOutcome:
     """Search the masks of tasks `ts` as one stack, resuming from (and checkpointing to) `checkpoint`.
@@ -100,6 +104,8 @@ def learn_block(
     With `evaluate`, each mask's GG test accuracy is measured on the device before it leaves
     (metrics `test_accuracy` and `test_accuracy_all_outputs`). `search_options` (shard, grad_sync) make
     it one worker of a data-parallel search; only one of those workers writes checkpoints.
+    With `probe_sink` and the recipe's probes on, the stack is probed on their cadence and every
+    record goes to the sink (core/search_probe.py); each mask's metrics get the probes' time.
     """
     search = bench.new_search(ts, **search_options)
     if checkpoint is not None:
@@ -115,6 +121,11 @@ def learn_block(
     outcome = BlockOutcome([], resumed_from_step=search.step)
     if on_start is not None:
         on_start(search)
+    probe = None
+    if probe_sink is not None and bench.recipe.probes.enabled:
+        probe = SearchProbe(search, bench.recipe.probes, probe_sink)
+        probe.start()
+        hooks = [*hooks, probe]
     policy = policy or CheckpointPolicy()
     save = None
     if checkpoint is not None and write_checkpoints:
@@ -138,5 +149,11 @@ def learn_block(
         outcome.evaluate_seconds = time.perf_counter() - started
     for t, mask in zip(ts, masks, strict=True):
         mask.metrics["task_index"] = int(t)
+        if probe is not None:
+            mask.metrics.update(
+                probes=probe.probes, probe_stack_seconds=probe.seconds, probe_overhead=probe.overhead()
+            )
     outcome.masks = masks
+    if probe is not None:
+        outcome.probe_records, outcome.probe_seconds = probe.last, probe.seconds
     return outcome

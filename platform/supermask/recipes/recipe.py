@@ -25,6 +25,7 @@ from supermask.core.nets import BaseNetwork, BaseSpec, build_base
 from supermask.core.neuron_masks import neuron_dims
 from supermask.core.nns import NNsConfig
 from supermask.core.packing import TaskMask
+from supermask.core.probes import ProbeConfig
 from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig, StackedSearch, task_seed
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
@@ -59,6 +60,7 @@ class Recipe:
     )  # what is kept of each task (never part of provenance)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     reservoir_dims: tuple[int, ...] = ()  # neurons per hidden layer: each reservoir's matrix sizes
+    probes: ProbeConfig = ProbeConfig()  # what every search of the recipe is probed with (not provenance)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Recipe:
@@ -68,11 +70,7 @@ class Recipe:
         # in folders of Ray's choosing, where a relative path would point elsewhere).
         data = dataclasses.replace(stream.resolved_data(), root=resolve_root(spec.data.root))
         stream = stream_of(spec.stream, data)
-        base = dataclasses.replace(
-            spec.base,
-            input_shape=tuple(stream.input_shape),
-            num_outputs=spec.base.num_outputs or stream.num_classes,
-        )
+        base = stream.resolve_base(spec.base)
         built = build_base(base)
         fingerprint = built.fingerprint
         fields = {
@@ -101,6 +99,7 @@ class Recipe:
             store=spec.store,
             recovery=spec.recovery,
             reservoir_dims=tuple(neuron_dims(built.layer_shapes)) if spec.store.has_reservoir else (),
+            probes=spec.probes,
         )
 
     @property

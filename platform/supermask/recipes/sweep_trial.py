@@ -11,6 +11,7 @@ import numpy as np
 
 from supermask.config.sweep import Sweep
 from supermask.core.search import StackedSearch
+from supermask.core.search_probe import SearchProbe, summary
 from supermask.recipes.learn import plan_blocks
 from supermask.recipes.recipe import Workbench
 
@@ -27,17 +28,36 @@ def planned_epochs(stacks: list[tuple[list[int], StackedSearch]]) -> int:
     return max(math.ceil(s.steps / s.steps_per_epoch) for _, s in stacks)
 
 
-def advance_one_epoch(stacks: list[tuple[list[int], StackedSearch]], epoch: int) -> None:
+def trial_probes(bench: Workbench, stacks: list[tuple[list[int], StackedSearch]]) -> list[SearchProbe]:
+    """One probe per stack (none when the recipe's probes are off); each probes its stack's state now."""
+    if not bench.recipe.probes.enabled:
+        return []
+    probes = [SearchProbe(search, bench.recipe.probes) for _, search in stacks]
+    for probe in probes:
+        probe.start()
+    return probes
+
+
+def advance_one_epoch(
+    stacks: list[tuple[list[int], StackedSearch]], epoch: int, probes: list[SearchProbe] = ()
+) -> None:
     """Step every stack to the end of epoch `epoch` (1-based) or of its budget, whichever is first."""
-    for _, search in stacks:
+    for i, (_, search) in enumerate(stacks):
+        hooks = [probes[i]] if probes else []
         while search.step < min(search.steps, epoch * search.steps_per_epoch):
-            search.run_step()
+            search.run_step(hooks)
 
 
 def epoch_metrics(
-    sweep: Sweep, bench: Workbench, stacks: list[tuple[list[int], StackedSearch]], epoch: int, planned: int
+    sweep: Sweep,
+    bench: Workbench,
+    stacks: list[tuple[list[int], StackedSearch]],
+    epoch: int,
+    planned: int,
+    probes: list[SearchProbe] = (),
 ) -> dict:
-    """What a trial reports after an epoch: validation accuracy, density (global and per layer), objective."""
+    """What a trial reports after an epoch: validation accuracy, density (global and per layer), objective,
+    and the mean over its tasks of their latest probes (`probe_norm`, `probe_saturation_cosine`, ...)."""
     indexed = sorted(
         (t, mask) for ts, search in stacks for t, mask in zip(ts, search.current_masks(), strict=True)
     )
@@ -62,4 +82,5 @@ def epoch_metrics(
         "feasible": sweep.feasible(density),
         "train_accuracy": float(np.mean(train)) if train else None,
         "search_seconds": float(sum(s.seconds for _, s in stacks)),
+        **{f"probe_{k}": v for k, v in summary([r for p in probes for r in p.last]).items()},
     }

@@ -25,6 +25,18 @@ def log_event(path: Path, event: str, **fields) -> None:
         os.close(fd)
 
 
+def append_records(path: Path, records: list[dict]) -> None:
+    """Append records as JSON lines in one write (e.g. a probe's K records to the run's metrics.jsonl)."""
+    if not records:
+        return
+    data = "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def read_events(path: Path) -> list[dict]:
     """Every complete event line of a run's log (a line torn by a crash is skipped)."""
     if not path.exists():

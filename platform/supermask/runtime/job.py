@@ -236,7 +236,14 @@ def _plan(recipe: Recipe, store: MaskStore, todo: list[int], out_dir: Path, trai
     )
     left = set(todo)
     blocks = [b for b in plan_blocks(sizes, train.workers if parallel else 1, most) if left & set(b)]
-    return SearchPlan(recipe, store, blocks, str(out_dir / "checkpoints"), str(out_dir / "events.jsonl"))
+    return SearchPlan(
+        recipe,
+        store,
+        blocks,
+        str(out_dir / "checkpoints"),
+        str(out_dir / "events.jsonl"),
+        metrics_path=str(out_dir / "metrics.jsonl"),
+    )
 
 
 def _evaluate_on_base_actors(
@@ -272,5 +279,6 @@ def learn_timing(events: list[dict], learn_seconds: float) -> dict:
         "checkpoints": sum(b["checkpoints"] for b in blocks),
         "checkpoint_share": checkpoint / search if search else 0.0,
         "store_seconds": sum(b["store_seconds"] for b in blocks),
+        "probe_seconds": sum(b.get("probe_seconds", 0.0) for b in blocks),  # part of search_seconds
         "blocks": len(blocks),
     }

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from supermask.recipes.learn import CheckpointPolicy, block_name
 from supermask.recipes.recipe import Recipe
 from supermask.runtime import train_entry
-from supermask.runtime.events import log_event
+from supermask.runtime.events import append_records, log_event
 from supermask.runtime.mask_store import MaskStore
 from supermask.runtime.placement import worker_resources
 
@@ -45,11 +46,19 @@ class SearchPlan:
     blocks: list[list[int]]  # task indices, each block one stacked search; only blocks with work left
     checkpoint_dir: str
     events_path: str
+    metrics_path: str | None = None  # where the workers append their probe records (metrics.jsonl)
 
     def checkpoint(self, task_ids: list[str]) -> Path | None:
         if self.recipe.run.checkpoint_seconds == 0:
             return None
         return Path(self.checkpoint_dir) / f"{block_name(task_ids)}.pt"
+
+    def probe_sink(self) -> Callable[[list[dict]], None] | None:
+        """Where a worker's probe records go: lines of the run's metrics.jsonl (None: nowhere, no probes)."""
+        if self.metrics_path is None:
+            return None
+        path = Path(self.metrics_path)
+        return lambda records: append_records(path, records)
 
     def policy(self) -> CheckpointPolicy:
         return CheckpointPolicy(every=self.recipe.run.checkpoint_seconds)

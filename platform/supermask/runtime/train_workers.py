@@ -14,6 +14,7 @@ import ray
 import ray.train
 import torch
 
+from supermask.core.search_probe import summary
 from supermask.recipes.learn import BlockOutcome, learn_block
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.runtime.events import log_event
@@ -81,6 +82,7 @@ def _store_block(
         checkpoint_seconds=outcome.checkpoint_seconds,
         checkpoints=outcome.checkpoints,
         store_seconds=store_seconds,
+        probe_seconds=outcome.probe_seconds,
         **fields,
     )
     checkpoint = plan.checkpoint([m.task_id for m in outcome.masks])
@@ -116,9 +118,18 @@ def _started(plan: SearchPlan, ids: list[str], **fields):
     return log_start
 
 
+def _report(rank: int, learned: int, probed: list[dict]) -> None:
+    """The worker's one Train report (a report is a barrier across workers, so there is one per worker):
+    what it learned and the mean of its tasks' last probe records (the probe series are in metrics.jsonl)."""
+    ray.train.report(
+        {"rank": rank, "learned": learned, **{f"probe_{k}": v for k, v in summary(probed).items()}}
+    )
+
+
 def task_parallel_worker(config: dict) -> None:
     plan, rank, world, bench = _worker_setup(config)
     learned = 0
+    probed: list[dict] = []
     for block in plan.blocks[rank::world] if plan else []:
         ids = [bench.stream.task_id(t) for t in block]
         missing = set(plan.store.missing(ids))
@@ -130,11 +141,13 @@ def task_parallel_worker(config: dict) -> None:
             checkpoint=plan.checkpoint(ids),
             policy=plan.policy(),
             on_start=_started(plan, ids, rank=rank),
+            probe_sink=plan.probe_sink(),
             hooks=[_progress(plan, ids)],
         )
         _store_block(plan, bench, outcome, missing, rank=rank)
         learned += len(missing)
-    ray.train.report({"rank": rank, "learned": learned})
+        probed += outcome.probe_records
+    _report(rank, learned, probed)
 
 
 def data_parallel_worker(config: dict) -> None:
@@ -154,6 +167,7 @@ def data_parallel_worker(config: dict) -> None:
             value /= world
 
     learned = 0
+    probed: list[dict] = []
     for block in plan.blocks if plan else []:
         ids = [bench.stream.task_id(t) for t in block]
         missing = set(plan.store.missing(ids))
@@ -178,6 +192,7 @@ def data_parallel_worker(config: dict) -> None:
             before_result=average_bn_statistics,
             shard=(rank, world),
             grad_sync=average_gradients,
+            probe_sink=plan.probe_sink() if rank == 0 else None,  # the scores are the same on every rank
         )
         for mask in outcome.masks:
             mask.metrics["data_parallel_workers"] = world
@@ -185,4 +200,5 @@ def data_parallel_worker(config: dict) -> None:
             _store_block(plan, bench, outcome, missing)
         dist.barrier()
         learned += len(missing)
-    ray.train.report({"rank": rank, "learned": learned})
+        probed += outcome.probe_records
+    _report(rank, learned, probed)

@@ -22,7 +22,13 @@ from supermask.config.sweep import Sweep, plain
 from supermask.core.files import atomic_write
 from supermask.recipes.checkpoints import load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Recipe, Workbench
-from supermask.recipes.sweep_trial import advance_one_epoch, epoch_metrics, planned_epochs, trial_stacks
+from supermask.recipes.sweep_trial import (
+    advance_one_epoch,
+    epoch_metrics,
+    planned_epochs,
+    trial_probes,
+    trial_stacks,
+)
 from supermask.runtime.events import log_event
 from supermask.runtime.placement import process_device
 
@@ -86,6 +92,7 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
     bench = Workbench(recipe, process_device(recipe.run))
     stacks = trial_stacks(bench)
     epoch = _restore(stacks)
+    probes = trial_probes(bench, stacks)
     planned = planned_epochs(stacks)
     log_event(
         context.events_path,
@@ -97,8 +104,8 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
     )
     while epoch < planned:
         epoch += 1
-        advance_one_epoch(stacks, epoch)
-        metrics = epoch_metrics(sweep, bench, stacks, epoch, planned)
+        advance_one_epoch(stacks, epoch, probes)
+        metrics = epoch_metrics(sweep, bench, stacks, epoch, planned, probes)
         log_event(
             context.events_path,
             "epoch_done",
