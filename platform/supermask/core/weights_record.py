@@ -147,11 +147,21 @@ class TaskWeights:
     @property
     def layer_sparsity(self) -> list[float]:
         """Fraction of each layer's stored values that are zero."""
-        return [1.0 - np.count_nonzero(v) / max(v.size, 1) for v in self.values]
+        return [float(1.0 - np.count_nonzero(v) / max(v.size, 1)) for v in self.values]
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - sum(int(np.count_nonzero(v)) for v in self.values) / max(self.num_weights, 1)
+        return float(1.0 - sum(int(np.count_nonzero(v)) for v in self.values) / max(self.num_weights, 1))
+
+    @property
+    def layer_density(self) -> list[float]:
+        """Fraction of each layer's weights that are nonzero (kept), as masks count density."""
+        return [1.0 - s for s in self.layer_sparsity]
+
+    @property
+    def density(self) -> float:
+        """Fraction of all weights that are nonzero (1 - sparsity)."""
+        return 1.0 - self.sparsity
 
     @property
     def dense_bytes(self) -> int:
@@ -220,8 +230,9 @@ class TaskWeights:
         return arrays, json.loads(json.dumps(meta, default=_plain))
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> TaskWeights:
-        """Inverse of `to_arrays`; refuses a record of another kind and one whose checksum does not match."""
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict, *, verify: bool = True) -> TaskWeights:
+        """Inverse of `to_arrays`; refuses a record of another kind and (with `verify`) one whose checksum
+        does not match (a store checks it itself, to say which part changed)."""
         require_kind(meta, WEIGHTS_KIND)
         if meta.get("version") != RECORD_VERSION:
             raise ValueError(
@@ -245,7 +256,7 @@ class TaskWeights:
             created=meta["created"],
             provenance=meta["provenance"],
         )
-        if record.checksum != meta["checksum"]:
+        if verify and record.checksum != meta["checksum"]:
             raise ValueError(f"weights record of task {record.task_id!r} is corrupt (checksum mismatch)")
         return record
 
