@@ -1,7 +1,5 @@
 """Trained weights beside masks: specs, the store (never one kind as the other), fine-tuning's forgetting,
-and `supermask run` with a weight method end to end on an embedded Ray."""
-
-import json
+STR per task through the recipe (no Ray; `supermask run` with weights is in test_run.py)."""
 
 import h5py
 import numpy as np
@@ -20,7 +18,6 @@ from supermask.recipes.fine_tune import fine_tune_task, forgetting_summary
 from supermask.recipes.learn import learn_block
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.recipes.results import TaskOutcome
-from supermask.runtime.mask_store import MaskStore
 from supermask.store.errors import CorruptMaskError, WrongKindError
 from supermask.store.maskfile import MaskFile
 from supermask.store.partitioning import open_layout, shard_path
@@ -153,46 +150,12 @@ def test_weights_records_move_with_a_reshard(tmp_path):
     assert found == {f"w{i}": weights_record(f"w{i}", dtype="float32").checksum for i in range(6)}
 
 
-def cli_run(out, *overrides):
-    args = [
-        "run",
-        str(SYNTHETIC),
-        "--out",
-        str(out),
-        "--no-progress",
-        *sum((["--set", o] for o in overrides), []),
-    ]
-    return main(args)
-
-
-def test_supermask_run_trains_str_per_task_and_fine_tunes(ray_cluster, tmp_path, capsys):
-    out = tmp_path / "str"
+def test_str_per_task_through_the_recipe_lands_on_its_target_and_stores_sparse():
     target = ["weights.method=str", "weights.options.target_sparsity=0.8", "weights.dtype=float16"]
-    assert cli_run(out, "stream.num_tasks=3", *WEIGHTS, *target) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["learn"] == "weights" and results["weights"]["method"] == "str"
-    for t in results["tasks"]:
-        assert t["accuracy"] > 0.5 and t["sparsity"] == pytest.approx(0.8, abs=0.005)
-        assert t["stored_bytes"] < 0.5 * 2 * results["num_weights"]  # sparse fp16, below dense fp16
-    assert results["bytes_per_task"] == pytest.approx(np.mean([t["stored_bytes"] for t in results["tasks"]]))
-    assert "sparsity" in (out / "report.md").read_text()
-    assert "memory:" in capsys.readouterr().out
-    store = MaskStore.open(out / "store")
-    try:
-        with pytest.raises(WrongKindError):
-            store.get_many(["synthetic-0000"])  # through the shard actors too
-    finally:
-        store.close()
-
-    tuned = tmp_path / "fine_tune"
-    assert cli_run(tuned, *WEIGHTS, "weights.mode=fine_tune", "search.epochs=10") == 0
-    results = json.loads((tuned / "results.json").read_text())
-    first = results["tasks"][0]
-    assert first["accuracy_after_own_task"] > first["accuracy"] + 0.2 and first["forgetting"] > 0.2
-    assert results["forgetting"]["accuracy_matrix"][0] == [first["accuracy_after_own_task"]]
-    assert results["memory"]["total_bytes"] == results["tasks"][-1]["stored_bytes"]  # one network for all
-    assert cli_run(tuned, *WEIGHTS, "weights.mode=fine_tune", "search.epochs=10") == 0  # resumes: all stored
-    again = json.loads((tuned / "results.json").read_text())
-    assert (
-        all(t["resumed_from_store"] for t in again["tasks"]) and again["forgetting"] == results["forgetting"]
-    )
+    bench = Workbench(Recipe.from_spec(spec_of(*WEIGHTS, *target, "search.epochs=10")))
+    records = learn_block(bench, [0, 1]).masks
+    for record in records:
+        assert record.kind == "weights" and record.method == "str" and record.dtype == "float16"
+        assert record.sparsity == pytest.approx(0.8, abs=0.005)
+        assert record.metrics["test_accuracy"] > 0.5  # 4 classes: chance is 0.25
+        assert record.stored_bytes() < 0.5 * record.dense_bytes  # sparse fp16, below dense fp16
