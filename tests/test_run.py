@@ -132,17 +132,3 @@ def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
             ray.get(wrong.fingerprint.remote())
     finally:
         store.close()
-
-
-def test_fine_tuning_one_network_through_the_stream_reports_forgetting(ray_cluster, tmp_path):
-    """Trained weights end to end: one network fine-tuned through 2 tasks, kept once, task 0 forgotten."""
-    tuned = ["learn=weights", "base.init=kaiming_normal", "search.lr=0.1", "weights.mode=fine_tune"]
-    assert run(tmp_path, "stream.num_tasks=2", "search.epochs=10", *tuned) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    first = results["tasks"][0]
-    assert results["learn"] == "weights" and results["weights"]["mode"] == "fine_tune"
-    assert first["accuracy_after_own_task"] > first["accuracy"] + 0.2 and first["forgetting"] > 0.2
-    assert results["forgetting"]["accuracy_matrix"][0] == [first["accuracy_after_own_task"]]
-    assert results["memory"]["total_bytes"] == results["tasks"][-1]["stored_bytes"]  # one network for all
-    with MaskFile(next((tmp_path / "store").glob("shard-*.h5"))) as store:
-        assert set(store.stats()["kinds"]) == {"weights"}
