@@ -445,26 +445,26 @@ def test_a_record_of_another_kind_is_never_a_mask(path, capsys):
     with MaskFile(path) as store:
         store.put(make_mask("m"))
         store.put(make_mask("w"))
-    with h5py.File(path, "r+") as f:  # as a later version would store trained weights
+    with h5py.File(path, "r+") as f:  # as a later version would store a kind this one does not know
         g = f["masks/w"]
         parts = json.loads(g.attrs["meta"])["parts"]
-        edit_meta(g, kind="weights", parts={**parts, **field_digests({"kind": "weights"}, ("kind",))})
+        edit_meta(g, kind="future", parts={**parts, **field_digests({"kind": "future"}, ("kind",))})
     with MaskFile(path) as store:
-        with pytest.raises(WrongKindError, match="kind 'weights', not a mask"):
+        with pytest.raises(WrongKindError, match="kind 'future', not 'mask'"):
             store.get("w")
         with pytest.raises(WrongKindError):
             store.query_scores([np.ones((1, *s)) for s in SHAPES], ids=["w"])
-        assert store.describe(["w"])["w"]["kind"] == "weights"
+        assert store.describe(["w"])["w"]["kind"] == "future"
         assert store.mask_sum()[1] == 1 and store.query_scores([np.ones((1, *s)) for s in SHAPES])[0] == ["m"]
-        assert store.stats()["kinds"] == {"mask": 1, "weights": 1}
+        assert store.stats()["kinds"] == {"future": 1, "mask": 1}
         (problem,) = store.verify().problems
-        assert problem.startswith("w: a record of kind 'weights'")
+        assert problem.startswith("w: a record of kind 'future'")
         store.put(make_mask("x"))
         store.compact()  # copied as it is, never dropped
     with MaskFile(path, compact_bytes=1) as store:
-        assert store.describe(["w"])["w"]["kind"] == "weights" and len(store) == 3
+        assert store.describe(["w"])["w"]["kind"] == "future" and len(store) == 3
     with h5py.File(path, "r+") as f:  # the kind changed by hand: its digest catches it
-        edit_meta(f["masks/m"], kind="weights")
+        edit_meta(f["masks/m"], kind="future")
     with MaskFile(path) as store:
         with pytest.raises(CorruptMaskError, match="metadata changed since it was written: kind"):
             store.get("m")

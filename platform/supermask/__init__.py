@@ -5,6 +5,7 @@ The names users need, importable without Ray:
     from supermask import BaseSpec, build_base, MaskSpec, SearchConfig, search_mask, evaluate_mask
     from supermask import StreamSpec, build_stream, load_spec, Recipe, Workbench, MaskFile
     from supermask import PackedMasks, InferenceConfig, infer_groups, learn_without_ids
+    from supermask import WeightSpec, build_weight_method, TaskWeights   # trained weights beside masks
 
 They are loaded on first use, so a process that needs only the store (a shard actor) does not
 pay for importing torch.
@@ -52,6 +53,10 @@ _EXPORTS = {
     "Recipe": "supermask.recipes.recipe",
     "Workbench": "supermask.recipes.recipe",
     "MaskFile": "supermask.store.maskfile",
+    "WEIGHT_METHODS": "supermask.core.weight_methods",
+    "WeightSpec": "supermask.core.weight_methods",
+    "build_weight_method": "supermask.core.weight_methods",
+    "TaskWeights": "supermask.core.weights_record",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -28,12 +28,14 @@ from supermask.core.nns import NNsConfig
 from supermask.core.probes import ProbeConfig
 from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig
+from supermask.core.weight_methods import WEIGHT_METHODS, WeightSpec, check_weight_spec
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
 from supermask.store.reservoir_layout import StoreSpec
 
 __all__ = ["RunSpec", "Spec", "SpecError", "dump_spec", "load_spec", "spec_from_dict"]
 
 SCENARIOS = ("GG", "GNs", "GNu", "NNs")
+LEARN = ("masks", "weights")  # what a run learns: supermasks over the frozen base, or trained weights
 GN_SCENARIOS = ("GNs", "GNu")
 STRATEGIES = ("task_parallel", "data_parallel")
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # the task-id alphabet: a name is a folder under runs/
@@ -71,6 +73,7 @@ class Spec:
     """A validated task-stream spec: what to learn (stream, data, base, mask, search) and how to run it."""
 
     name: str = "run"
+    learn: str = field(default="masks", metadata=choices(*LEARN))
     stream: StreamSpec = field(default_factory=StreamSpec)
     data: DataConfig = field(default_factory=DataConfig)
     base: BaseSpec = field(default_factory=BaseSpec)
@@ -84,6 +87,7 @@ class Spec:
     probes: ProbeConfig = field(
         default_factory=ProbeConfig
     )  # norm, churn and saturation probes (every: 0 = off)
+    weights: WeightSpec = field(default_factory=WeightSpec)  # with learn: weights
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -126,6 +130,7 @@ def _check_cross_fields(spec: Spec) -> None:
             f"run.scenario: got {spec.run.scenario!r}; task inference (GNs, GNu, NNs) is not implemented for "
             f"token streams such as {spec.stream.name!r}: use GG"
         )
+    _check_weights(spec)
     if spec.search.epochs is None and spec.search.iterations is None:
         raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
     classes = stream.num_classes
@@ -156,6 +161,36 @@ def _check_cross_fields(spec: Spec) -> None:
         raise SpecError(
             f"inference.batch_images: got {spec.inference.batch_images}; base {spec.base.arch!r} has BatchNorm, "
             "whose batch statistics need at least 2 images per inference"
+        )
+
+
+def _check_weights(spec: Spec) -> None:
+    """The `weights` section against `learn` and the scenario; SpecError naming the field."""
+    if spec.learn == "masks":
+        if spec.weights != WeightSpec():
+            raise SpecError(
+                "weights: set, but learn is 'masks' (the default), so it would be ignored; add learn: weights "
+                "to train weights, or remove the weights section"
+            )
+        return
+    if spec.weights.method not in WEIGHT_METHODS:
+        raise SpecError(
+            f"weights.method: got {spec.weights.method!r}; known: {', '.join(WEIGHT_METHODS.names())}"
+        )
+    try:
+        check_weight_spec(spec.weights)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    if spec.run.scenario != "GG":
+        raise SpecError(
+            f"run.scenario: got {spec.run.scenario!r}; trained weights are evaluated with the task id (GG): "
+            "task inference (GNs, GNu, NNs) chooses among masks over one base. Set run.scenario: GG, or "
+            "learn: masks"
+        )
+    if spec.weights.mode == "fine_tune" and spec.run.strategy != "task_parallel":
+        raise SpecError(
+            "run.strategy: fine_tune trains one network through the stream, task after task, in one "
+            "process; data_parallel is for learn: weights with weights.mode: per_task"
         )
 
 

@@ -28,7 +28,7 @@ OPTIONAL_ALGORITHMS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # algorithm 
 SCHEDULERS = ("asha", "none")
 METRICS = ("val_accuracy", "val_accuracy_at_density")
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-SEARCHABLE_SECTIONS = ("base", "mask", "search")
+SEARCHABLE_SECTIONS = ("base", "mask", "search", "weights")
 DENSITY_TOLERANCE = 1e-3  # a trial within this of the budget is feasible (top-k rounds to whole weights)
 _DISTRIBUTION_HELP = (
     "{grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}"
@@ -358,6 +358,11 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
             "search_space: empty; map spec fields to distributions, e.g. mask.density: {grid: [0.1, 0.5]}"
         )
     base_path, base = _load_base(spec, origin)
+    if base["learn"] == "weights" and base["weights"]["mode"] == "fine_tune":
+        raise SpecError(
+            "base_spec: weights.mode fine_tune trains one network through the whole stream; a sweep scores "
+            "each task's own network: set weights.mode: per_task (e.g. set: {weights.mode: per_task})"
+        )
     sweep = Sweep(spec, str(base_path), base, {})
     trial_base = sweep.trial_base()
     try:

@@ -1,4 +1,4 @@
-"""Using a stored mask on its base: the compatibility check, tensors on a device, predictions, accuracy."""
+"""Using a stored mask (or trained weights) on its base: the compatibility check, tensors, predictions, accuracy."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from supermask.core.losses import IGNORE_INDEX, labelled, stacked_correct
 from supermask.core.nets import BaseNetwork
 from supermask.core.packing import TaskMask
 from supermask.core.stacked import stacked_forward
+from supermask.core.weights_record import TaskWeights
 
 
-def check_compatible(base: BaseNetwork, mask: TaskMask) -> None:
-    """Raise ValueError if `mask` was learned on another base than `base` (weights, spec or BatchNorm)."""
+def check_compatible(base: BaseNetwork, mask: TaskMask | TaskWeights) -> None:
+    """Raise ValueError if `mask` (or trained weights) was learned on another base than `base` (weights, spec or BatchNorm)."""
     if mask.base_fingerprint != base.fingerprint:
         raise ValueError(
             f"mask {mask.task_id!r} was learned on base {mask.base_fingerprint}, but this base is "
@@ -35,7 +36,7 @@ def mask_tensors(mask: TaskMask, device: torch.device | str = "cpu") -> list[tor
     return [torch.from_numpy(m.astype(np.float32)).to(device) for m in mask.masks()]
 
 
-def bn_tensors(mask: TaskMask, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def bn_tensors(mask: TaskMask | TaskWeights, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """A stored mask's BatchNorm statistics as float32 tensors."""
     return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device) for k, v in mask.bn_stats.items()}
 
@@ -54,21 +55,28 @@ class Accuracy:
 @torch.no_grad()
 def predictions(
     base: BaseNetwork,
-    mask: TaskMask,
+    mask: TaskMask | TaskWeights,
     x: torch.Tensor,
     num_classes: int | None = None,
     *,
     batch_size: int = 1000,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(argmax over the real classes, argmax over every output) for x under one task's mask and BN statistics."""
+    """(argmax over the real classes, argmax over every output) for x under one task's mask (or trained
+    weights) and BN statistics."""
     check_compatible(base, mask)
     base.eval()
     device = x.device if device is None else device
-    masks, bn = mask_tensors(mask, device), bn_tensors(mask, device)
+    # A mask multiplies the frozen weights; trained weights replace them.
+    use = (
+        {"weights": mask.tensors(device)}
+        if isinstance(mask, TaskWeights)
+        else {"masks": mask_tensors(mask, device)}
+    )
+    bn = bn_tensors(mask, device)
     real, every = [], []
     for start in range(0, len(x), batch_size):
-        logits = base(x[start : start + batch_size].to(device), masks, bn)
+        logits = base(x[start : start + batch_size].to(device), bn_state=bn, **use)
         real.append((logits[..., :num_classes] if num_classes else logits).argmax(-1))
         every.append(logits.argmax(-1))
     if not real:
@@ -79,7 +87,7 @@ def predictions(
 
 def evaluate_mask(
     base: BaseNetwork,
-    mask: TaskMask,
+    mask: TaskMask | TaskWeights,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -87,7 +95,7 @@ def evaluate_mask(
     batch_size: int = 1000,
     device: torch.device | str = "cpu",
 ) -> Accuracy:
-    """Accuracy of `base` under `mask` (and its BN statistics) on (x, y)."""
+    """Accuracy of `base` under `mask` or trained weights (and its BN statistics) on (x, y)."""
     real, every = predictions(base, mask, x, num_classes, batch_size=batch_size, device=device)
     y = y.to(real.device)
     keep = y != IGNORE_INDEX  # every example, or the labelled positions of token sequences
@@ -98,23 +106,25 @@ def evaluate_mask(
 @torch.no_grad()
 def stacked_accuracy(
     base: BaseNetwork,
-    masks: list[torch.Tensor],
+    masks: list[torch.Tensor] | None,
     bn_state: dict[str, torch.Tensor],
     batches: TaskBatches,
     num_classes: int | None = None,
     *,
     chunk: int = 1000,
+    weights: list[torch.Tensor] | None = None,
 ) -> list[Accuracy]:
-    """Each of K tasks' accuracy under its own masks (K, *shape per layer) and BN statistics, in one pass per chunk."""
+    """Each of K tasks' accuracy under its own masks (or trained `weights`), (K, *shape) per layer, and BN
+    statistics, in one pass per chunk."""
     base.eval()
-    masks = [m.float() for m in masks]
-    device = masks[0].device
+    use = {"masks": [m.float() for m in masks]} if weights is None else {"weights": list(weights)}
+    device = next(iter(use.values()))[0].device
     real = torch.zeros(batches.num_tasks, device=device)
     every = torch.zeros(batches.num_tasks, device=device)
     seen = torch.zeros(batches.num_tasks, device=device)
     for index in index_chunks(batches, chunk, device):
         x, y = batches.take(index)
-        logits = stacked_forward(base, x, masks, bn_state)
+        logits = stacked_forward(base, x, bn_state=bn_state, **use)
         real += stacked_correct(logits, y, num_classes)
         every += stacked_correct(logits, y)
         seen += labelled(y)  # examples, or labelled positions of token sequences

@@ -20,7 +20,15 @@ class Optimizer:
     def __init__(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float = 0.0) -> None:
         self.params = [p for p in params]
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.weight_decays = [self.weight_decay] * len(self.params)  # per tensor; see set_weight_decay
         self.state: list[dict[str, torch.Tensor | int]] = [{} for _ in self.params]
+
+    def set_weight_decay(self, param: torch.Tensor, weight_decay: float) -> None:
+        """Give one tensor its own L2 weight decay (e.g. STR's thresholds s), the others keep theirs."""
+        index = next((i for i, p in enumerate(self.params) if p is param), None)
+        if index is None:
+            raise ValueError("set_weight_decay: that tensor is not one this optimizer updates")
+        self.weight_decays[index] = float(weight_decay)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -28,10 +36,10 @@ class Optimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        for p, state in zip(self.params, self.state, strict=True):
+        for p, state, decay in zip(self.params, self.state, self.weight_decays, strict=True):
             if p.grad is None:
                 continue
-            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            grad = p.grad if decay == 0 else p.grad.add(p, alpha=decay)
             self._update(p, grad, state)
 
     def _update(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> None:

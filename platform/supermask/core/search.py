@@ -23,6 +23,7 @@ import torch
 
 from supermask.core.batches import StackedTensors, TaskBatches
 from supermask.core.bits import pack_bits
+from supermask.core.evaluate import check_compatible
 from supermask.core.fields import check_fields, choices, in_range
 from supermask.core.losses import labelled, stacked_correct, stacked_losses
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
@@ -30,6 +31,8 @@ from supermask.core.nets import BaseNetwork
 from supermask.core.optimizers import SGD, Adam, Optimizer, RMSprop
 from supermask.core.packing import TaskMask
 from supermask.core.stacked import stacked_forward
+from supermask.core.weight_methods import WeightSpec, build_weight_method
+from supermask.core.weights_record import TaskWeights, task_weights
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("cosine", "constant")
@@ -133,6 +136,7 @@ class StackedSearch:
         shard: tuple[int, int] = (0, 1),
         grad_sync: Callable[[MaskMethod], None] | None = None,
         provenance: dict | None = None,
+        start_from: TaskWeights | None = None,
     ) -> None:
         check_fields(config, "search.")
         if not len(seeds) == len(task_ids) == data.num_tasks:
@@ -146,11 +150,29 @@ class StackedSearch:
         self.rank, self.world = shard
         self.grad_sync = grad_sync
         self.provenance = dict(provenance or {})
-        self.method = build_mask_method(mask, base.layer_shapes, self.seeds).to(device)
-        self.bn_state = _stack_bn(base, len(self.seeds), device)
-        self.optimizer = build_optimizer(config, self.method.parameters())
         self.steps = total_steps(config, data.size)
         self.steps_per_epoch = math.ceil(data.size / config.batch_size)
+        if isinstance(mask, WeightSpec):  # trained weights, from the base's or `start_from`'s, in this loop
+            init = None if start_from is None else start_from.tensors()
+            method = build_weight_method(mask, base.weights(), len(self.seeds), self.steps, init)
+        elif start_from is not None:
+            raise ValueError("start_from is for weight methods; a mask search never changes the base")
+        else:
+            method = build_mask_method(mask, base.layer_shapes, self.seeds)
+        self.method = method.to(device)
+        self.bn_state = _stack_bn(base, len(self.seeds), device)
+        if (
+            start_from is not None
+        ):  # fine-tuning: the network and its BN statistics where the last task left them
+            check_compatible(base, start_from)
+            for name, value in start_from.bn_tensors(device).items():
+                self.bn_state[name].copy_(value.expand_as(self.bn_state[name]))
+        self.optimizer = build_optimizer(config, self.method.parameters())
+        for param, decay in zip(
+            self.method.parameters(), getattr(self.method, "weight_decays", list)(), strict=False
+        ):
+            if decay is not None:
+                self.optimizer.set_weight_decay(param, decay)
         self.step = 0
         self.seconds = 0.0
         self.resumed_at: list[int] = []
@@ -304,23 +326,45 @@ class StackedSearch:
             for k, tid in enumerate(self.task_ids)
         ]
 
-    def current_masks(self) -> list[TaskMask]:
-        """The masks the search would return if it ended now (the method's final calibration on a copy)."""
+    def _records(self) -> list[TaskMask] | list[TaskWeights]:
+        """Each task's record as the method stands: packed masks (neuron masks too, as the row masks they
+        stand for), or trained weights (`produces`)."""
+        if self.method.produces != "weights":
+            return self._task_masks(*self.packed_masks())
+        weights = self.method.effective_weights()
+        dtype = self.mask_spec.dtype
+        return [
+            task_weights(
+                tid,
+                self.mask_spec.method,
+                self.base,
+                [w[k] for w in weights],
+                {name: v[k] for name, v in self.bn_state.items()},
+                dtype=dtype,
+                provenance=self.provenance,
+            )
+            for k, tid in enumerate(self.task_ids)
+        ]
+
+    def current_masks(self) -> list[TaskMask] | list[TaskWeights]:
+        """The records the search would return if it ended now (the method's final calibration on a copy):
+        masks, or a weight method's TaskWeights."""
         import copy
 
         live = self.method
         self.method = copy.deepcopy(live)
         try:
             self.method.finalize()
-            return self._task_masks(*self.packed_masks())
+            return self._records()
         finally:
             self.method = live
 
-    def results(self) -> list[TaskMask]:
-        """Finish the search (final calibration) and return each task's packed mask with BN statistics and metrics."""
+    def results(self) -> list[TaskMask] | list[TaskWeights]:
+        """Finish the search (final calibration) and return each task's record (packed mask, or trained
+        weights for a weight method) with BN statistics and metrics."""
         final = self.method.finalize()
         self.base.eval()
-        masks = self._task_masks(*self.packed_masks())
+        masks = self._records()
         share = self.seconds / self.num_tasks
         for k, mask in enumerate(masks):
             mask.metrics = {

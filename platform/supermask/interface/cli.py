@@ -79,7 +79,9 @@ def _resolved(spec) -> tuple[object, str]:
 
 def _cmd_run(args) -> int:
     from supermask.config.spec import dump_spec, load_spec
+    from supermask.interface.memory_report import forgetting_line, memory_line
     from supermask.interface.report import write_report
+    from supermask.runtime.fine_tune_job import run_fine_tune
     from supermask.runtime.job import run_job
     from supermask.runtime.reservoir_job import run_reservoir_job
     from supermask.runtime.session import ray_session
@@ -99,20 +101,31 @@ def _cmd_run(args) -> int:
     out_dir = args.out or Path(spec.run.out or Path("runs") / spec.name)
     print(
         f"supermask run: {spec.name}: {spec.stream.num_tasks} tasks of {spec.stream.name} "
-        f"on {spec.base.arch}, mask {spec.mask.method}; output in {out_dir}",
+        f"on {spec.base.arch}, "
+        + (
+            f"weights {spec.weights.method} ({spec.weights.mode})"
+            if spec.learn == "weights"
+            else f"mask {spec.mask.method}"
+        )
+        + f"; output in {out_dir}",
         flush=True,
     )
     with ThreadPoolExecutor(1) as pool:
         resolving = pool.submit(_resolved, spec)  # loads the data's metadata while Ray starts
         with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose) as session:
             recipe = resolving.result()[0]
-            result = job(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
+            fine_tune = recipe.learns_weights and recipe.weights.mode == "fine_tune"
+            run = run_fine_tune if fine_tune else job  # fine-tuning is sequential: one actor, not Train
+            result = run(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
     result.timing["ray_start_seconds"] = session.start_seconds
     result.timing["command_seconds"] = time.perf_counter() - started
     results = write_report(spec, result, out_dir)
     for t in results["tasks"]:
         acc = "failed: " + t["error"] if t["error"] else f"{t['accuracy']:.4f}"
-        print(f"  {t['task']:<24} accuracy {acc}")
+        extra = f"  sparsity {t['sparsity']:.4f}" if t.get("sparsity") is not None else ""
+        if t.get("forgetting") is not None:
+            extra += f"  right after own task {t['accuracy_after_own_task']:.4f}  forgetting {t['forgetting']:+.4f}"
+        print(f"  {t['task']:<24} accuracy {acc}{extra}")
     avg = results["avg_accuracy"]
     print(
         f"average accuracy ({spec.run.scenario}): {avg:.4f}" if avg is not None else "no task was evaluated"
@@ -125,6 +138,9 @@ def _cmd_run(args) -> int:
     _print_inference(results)
     for line in reservoir_summary(results):
         print(line)
+    print(memory_line(results["memory"]))
+    if results.get("forgetting"):
+        print(forgetting_line(results["forgetting"]))
     print(f"data: {results['data_source']}")
     from supermask.interface.report import timing_line
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from supermask import __version__  # noqa: E402
 from supermask.config.spec import Spec, dump_spec  # noqa: E402
+from supermask.interface.memory_report import forgetting_line, memory_line, memory_summary, weights_table  # noqa: E402
 from supermask.interface.probe_report import plot_probes, probe_lines, probe_summary  # noqa: E402
 from supermask.interface.reservoir_report import reservoir_report  # noqa: E402
 from supermask.recipes.results import JobResult  # noqa: E402
@@ -24,9 +25,12 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
     """The machine-readable summary of a run."""
     accs = [t.accuracy for t in result.tasks if t.accuracy is not None]
     every = [t.accuracy_all_outputs for t in result.tasks if t.accuracy_all_outputs is not None]
+    memory = memory_summary(spec, result)
     return {
         "name": spec.name,
         "scenario": spec.run.scenario,
+        "learn": spec.learn,  # masks, or weights (then see "weights")
+        "weights": dataclasses.asdict(spec.weights) if spec.learn == "weights" else None,
         "avg_accuracy": sum(accs) / len(accs) if accs else None,
         # GG: argmax over every output (superfluous ones included), as the official SupSup code scores
         "avg_accuracy_all_outputs": sum(every) / len(every) if every else None,
@@ -48,9 +52,16 @@ def results_dict(spec: Spec, result: JobResult) -> dict:
                 "task_inference_accuracy": t.task_inference_accuracy,
                 "gg_accuracy": t.gg_accuracy,
                 "inferred": t.inferred,
+                "stored_bytes": t.stored_bytes,
+                "sparsity": t.sparsity,
+                "accuracy_after_own_task": t.accuracy_after_own_task,
+                "forgetting": t.forgetting,
             }
             for t in result.tasks
         ],
+        "bytes_per_task": memory["bytes_per_task"] if memory else None,
+        "memory": memory,  # what the method keeps for all tasks and per task (see interface/memory_report.py)
+        "forgetting": result.forgetting,  # fine_tune: accuracy matrix and average forgetting
         "num_tasks": len(result.tasks),
         "failed_tasks": [t.task_id for t in result.tasks if t.error],
         "base_fingerprint": result.base_fingerprint,
@@ -174,8 +185,14 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         "",
         f"Stream `{spec.stream.name}`, {results['num_tasks']} tasks, scenario {spec.run.scenario}; base "
         f"`{spec.base.arch}` ({spec.base.init}, seed {spec.base.seed}, fingerprint `{result.base_fingerprint}`); "
-        f"mask `{spec.mask.method}`"
-        + (f" at density {spec.mask.target_density}" if spec.mask.target_density is not None else "")
+        + (
+            f"trained weights `{spec.weights.method}` ({spec.weights.mode}, {spec.weights.dtype}"
+            + "".join(f", {k} {v}" for k, v in spec.weights.options.items())
+            + ")"
+            if spec.learn == "weights"
+            else f"mask `{spec.mask.method}`"
+            + (f" at density {spec.mask.target_density}" if spec.mask.target_density is not None else "")
+        )
         + ".",
         "",
         f"- average accuracy: **{avg:.4f}**"
@@ -192,7 +209,11 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         f"one stack; mask store: {result.shards} shard(s)",
         f"- time: {timing_line(result.timing, result.seconds)}",
         f"- weights per mask: {result.num_weights:,}; bytes per stored mask: "
-        f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}",
+        f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}"
+        if spec.learn == "masks"
+        else f"- weights per network: {result.num_weights:,}",
+        f"- {memory_line(results['memory'])}",
+        *([f"- {forgetting_line(result.forgetting)}"] if result.forgetting else []),
         "",
         "![per-task accuracy](accuracy.png)",
         "",
@@ -202,6 +223,8 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
     lines[lines.index("![per-task accuracy](accuracy.png)") : 0] = _scenario_lines(spec, results)
     if spec.run.scenario != "GG":
         lines[-2:] = _inference_table(spec, result)
+    elif spec.learn == "weights":
+        lines[-2:] = weights_table(result, fine_tune=spec.weights.mode == "fine_tune")
     else:
         for t in result.tasks:
             note = f"failed: {t.error}" if t.error else ("from store" if t.skipped else "")

@@ -15,7 +15,11 @@ def add_store_parser(subparsers) -> None:
     store = subparsers.add_parser("store", help="inspect, verify, export, reshard and migrate a mask store")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     for name, help_text in (
-        ("ls", "list the stored records: kind, density, size, base and provenance of each"),
+        (
+            "ls",
+            "list the stored records: kind (mask or trained weights: method, dtype, sparsity, stored vs dense "
+            "bytes), density, size, base and provenance of each",
+        ),
         ("info", "summary of the store: counts per file, base, kind and provenance hash"),
         ("verify", "re-read every record and check its checksum over every field; exit 1 on any problem"),
     ):
@@ -77,7 +81,7 @@ def run_store_command(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.path} holds {len(files)} store files; export one at a time")
         with MaskFile(files[0]) as store:
             store.export(args.dest)
-            print(f"exported {len(store)} masks to {args.dest}")
+            print(f"exported {len(store)} records to {args.dest}")
         return 0
     from supermask.interface.reservoir_commands import inspect_reservoirs, reservoir_root
 
@@ -123,9 +127,17 @@ def _print(command: str, report: list[dict]) -> None:
                 print(f"{row['task']:<28} UNREADABLE: {row['problem']}")
                 continue
             provenance = (row["provenance"] or {}).get("hash") or "none"
+            if (
+                row["kind"] == "weights"
+            ):  # trained weights: method, dtype, sparsity, stored against dense bytes
+                what = (
+                    f"weights {row['method']} {row['dtype']} sparsity {row['sparsity']:.4f}  "
+                    f"{row['stored_bytes']:>9,} B of {row['dense_bytes']:,} dense"
+                )
+            else:
+                what = f"{row['kind']:<6} density {row['density']:.4f}  {row['mask_bytes']:>9,} B"
             print(
-                f"{row['task']:<28} {row['kind']:<6} density {row['density']:.4f}  {row['mask_bytes']:>9,} B  "
-                f"base {row['base_fingerprint'][:12]}  provenance {provenance[:12]}"
+                f"{row['task']:<28} {what}  base {row['base_fingerprint'][:12]}  provenance {provenance[:12]}"
             )
     elif command == "verify":
         for row in report:
@@ -134,7 +146,7 @@ def _print(command: str, report: list[dict]) -> None:
             for p in row["problems"]:
                 print(f"  - {p}")
     else:
-        totals = {key: Counter() for key in ("kinds", "provenance", "fingerprints")}
+        totals = {key: Counter() for key in ("kinds", "weights_methods", "provenance", "fingerprints")}
         for row in report:
             print("\n".join(f"{k}: {v}" for k, v in row.items()))
             for key, counter in totals.items():

@@ -114,6 +114,8 @@ def plot_accuracy_vs_density(sweep: Sweep, trials: list[TrialRecord], path: Path
 
 
 def _learns_thresholds(sweep: Sweep) -> bool:
+    if sweep.base.get("learn") == "weights":
+        return sweep.base["weights"]["method"] == "str"  # STR on weights learns its budgets too
     methods = {sweep.base["mask"]["method"]}
     if "mask.method" in sweep.space:
         methods |= set(sweep.space["mask.method"].points())
@@ -248,7 +250,12 @@ def _report_markdown(sweep, outcome, record, front, best, layer_title) -> str:
         f"# Sweep {sweep.name}",
         "",
         f"Base spec `{Path(sweep.base_path).name}`: {sweep.base['stream']['name']} on {sweep.base['base']['arch']}, "
-        f"mask {sweep.base['mask']['method']}. Each trial learns {s.num_tasks} tasks and is scored on a "
+        + (
+            f"trained weights {sweep.base['weights']['method']}"
+            if sweep.base.get("learn") == "weights"
+            else f"mask {sweep.base['mask']['method']}"
+        )
+        + f". Each trial learns {s.num_tasks} tasks and is scored on a "
         f"validation split of {s.validation_fraction:.0%} of their training data (never the test split).",
         "",
         f"- search: {s.algorithm}, {len(outcome.trials)} of {outcome.expected_trials} trials; scheduler: {s.scheduler.name}; "

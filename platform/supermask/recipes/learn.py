@@ -73,9 +73,9 @@ class CheckpointPolicy:
 
 @dataclass
 class BlockOutcome:
-    """A learned block: its masks (with GG accuracy in their metrics) and where its time went."""
+    """A learned block: its records (with GG accuracy in their metrics) and where its time went."""
 
-    masks: list[TaskMask]
+    masks: list[TaskMask]  # or TaskWeights, when the recipe learns weights
     search_seconds: float = 0.0
     evaluate_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
@@ -99,13 +99,15 @@ def learn_block(
     probe_sink: Callable[[list[dict]], None] | None = None,
     **search_options,
 ) -> BlockOutcome:
-    """Search the masks of tasks `ts` as one stack, resuming from (and checkpointing to) `checkpoint`.
+    """Search the masks (or train the weights) of tasks `ts` as one stack, resuming from (and
+    checkpointing to) `checkpoint`.
 
     With `evaluate`, each mask's GG test accuracy is measured on the device before it leaves
     (metrics `test_accuracy` and `test_accuracy_all_outputs`). `search_options` (shard, grad_sync) make
     it one worker of a data-parallel search; only one of those workers writes checkpoints.
     With `probe_sink` and the recipe's probes on, the stack is probed on their cadence and every
-    record goes to the sink (core/search_probe.py); each mask's metrics get the probes' time.
+    record goes to the sink (core/search_probe.py); each mask's metrics get the probes' time. With
+    start_from (a TaskWeights), a weight method starts from that network (fine-tuning).
     """
     search = bench.new_search(ts, **search_options)
     if checkpoint is not None:

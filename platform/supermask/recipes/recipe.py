@@ -28,6 +28,8 @@ from supermask.core.packing import TaskMask
 from supermask.core.probes import ProbeConfig
 from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig, StackedSearch, task_seed
+from supermask.core.weight_methods import WeightSpec
+from supermask.core.weights_record import TaskWeights
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
 from supermask.data.datasets import resolve_root
 from supermask.store.reservoir_layout import StoreSpec
@@ -61,6 +63,8 @@ class Recipe:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     reservoir_dims: tuple[int, ...] = ()  # neurons per hidden layer: each reservoir's matrix sizes
     probes: ProbeConfig = ProbeConfig()  # what every search of the recipe is probed with (not provenance)
+    learn: str = "masks"  # or "weights": trained weights (the `weights` section) instead of masks
+    weights: WeightSpec = WeightSpec()
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Recipe:
@@ -81,6 +85,10 @@ class Recipe:
             "mask": dataclasses.asdict(spec.mask),
             "search": {k: v for k, v in dataclasses.asdict(spec.search).items() if k != "log_every"},
         }
+        if spec.learn == "weights":  # a mask run's provenance is as it always was
+            del fields["mask"]
+            fields["learn"] = "weights"
+            fields["weights"] = dataclasses.asdict(spec.weights)
         return cls(
             name=spec.name,
             stream=spec.stream,
@@ -100,11 +108,24 @@ class Recipe:
             recovery=spec.recovery,
             reservoir_dims=tuple(neuron_dims(built.layer_shapes)) if spec.store.has_reservoir else (),
             probes=spec.probes,
+            learn=spec.learn,
+            weights=spec.weights,
         )
 
     @property
     def scenario(self) -> str:
         return self.run.scenario
+
+    @property
+    def learns_weights(self) -> bool:
+        return self.learn == "weights"
+
+    @property
+    def method_name(self) -> str:
+        """What learns each task, for messages: e.g. "mask topk" or "weights str (per_task)"."""
+        if self.learns_weights:
+            return f"weights {self.weights.method} ({self.weights.mode})"
+        return f"mask {self.mask.method}"
 
     def task_ids(self) -> list[str]:
         """The ids of every task of the stream, in order."""
@@ -165,7 +186,7 @@ class Workbench:
         return StackedSearch(
             self.base,
             self.stream.stacked(ts, "train", self.device),
-            self.recipe.mask,
+            self.recipe.weights if self.recipe.learns_weights else self.recipe.mask,
             self.recipe.search,
             seeds=[task_seed(self.recipe.search.seed, t) for t in ts],
             task_ids=[self.stream.task_id(t) for t in ts],
@@ -176,20 +197,22 @@ class Workbench:
         )
 
     def evaluate_stack(self, ts: Sequence[int], search: StackedSearch, split: str = "test") -> list[Accuracy]:
-        """Each stacked task's accuracy with its own mask as the search stands, on the device (scenario GG)."""
+        """Each stacked task's accuracy with its own mask (or trained weights) as the search stands, on the
+        device (scenario GG)."""
         batches = self.stream.stacked([int(t) for t in ts], split, self.device)
-        masks = search.method.hard_masks()
+        trained = search.method.produces == "weights"
         return stacked_accuracy(
             self.base,
-            masks,
+            None if trained else search.method.hard_masks(),
             search.bn_state,
             batches,
             self.recipe.num_classes,
             chunk=self.recipe.run.eval_batch_size,
+            weights=search.method.effective_weights() if trained else None,
         )
 
-    def evaluate(self, t: int, mask: TaskMask, split: str = "test") -> Accuracy:
-        """Accuracy of task t with its own mask (scenario GG) on the test or validation split."""
+    def evaluate(self, t: int, mask: TaskMask | TaskWeights, split: str = "test") -> Accuracy:
+        """Accuracy of task t with a mask or trained weights (scenario GG) on the test or validation split."""
         task = self.task(t)
         x, y = (task.test_x, task.test_y) if split == "test" else (task.val_x, task.val_y)
         if x is None:

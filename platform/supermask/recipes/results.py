@@ -52,6 +52,10 @@ class TaskOutcome:
     task_inference_accuracy: float | None = None  # GNs/GNu
     gg_accuracy: float | None = None  # GNs/GNu: with the task's own mask
     inferred: dict[str, int] | None = None  # inferred mask id -> test samples
+    stored_bytes: int | None = None  # the record as stored (a mask's packed bits; weights in their formats)
+    sparsity: float | None = None  # trained weights: fraction that are zero
+    accuracy_after_own_task: float | None = None  # fine_tune: right after learning this task
+    forgetting: float | None = None  # fine_tune: accuracy_after_own_task - accuracy (after the last task)
 
 
 @dataclass
@@ -80,6 +84,22 @@ class JobResult:
     reservoir: dict | None = (
         None  # store.kind reservoir/both: the reservoirs, their bytes, recovery without ids
     )
+    forgetting: dict | None = None  # fine_tune: the accuracy matrix and average forgetting
+
+
+def fill_from_record(outcome: TaskOutcome, record) -> None:
+    """Copy what a stored record (TaskMask or TaskWeights) says about its task into `outcome`."""
+    outcome.density = record.density
+    outcome.mask_bytes = getattr(record, "mask_bytes", None)  # masks only
+    outcome.stored_bytes = outcome.mask_bytes if outcome.mask_bytes is not None else record.stored_bytes()
+    outcome.sparsity = getattr(record, "sparsity", None)  # weights only
+    metrics = record.metrics
+    outcome.train_accuracy = metrics.get("train_accuracy")
+    outcome.search_seconds = metrics.get("seconds")
+    outcome.resumed_at_steps = metrics.get("resumed_at_steps", [])
+    # GG: measured by the worker on the device, on the very record it stored
+    outcome.accuracy = metrics.get("test_accuracy")
+    outcome.accuracy_all_outputs = metrics.get("test_accuracy_all_outputs")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from supermask.data import stream_of
 from supermask.recipes.checkpoints import load_checkpoint
 from supermask.recipes.learn import plan_blocks
 from supermask.recipes.recipe import Recipe, stale_tasks
-from supermask.recipes.results import JobResult, TaskOutcome
+from supermask.recipes.results import JobResult, TaskOutcome, fill_from_record
 from supermask.runtime.base_actors import base_pool, close_pool
 from supermask.runtime.events import read_events
 from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes, new_result, run_nns
@@ -199,15 +199,9 @@ def _learn_and_evaluate(
         result.timing.update(learn_timing(read_events(events), result.learn_seconds))
 
     eval_started = time.perf_counter()
-    masks = store.get_many(ids, fingerprint=recipe.base_fingerprint)
-    for o, mask in zip(outcomes.values(), masks, strict=True):
-        o.density, o.mask_bytes = mask.density, mask.mask_bytes
-        o.train_accuracy = mask.metrics.get("train_accuracy")
-        o.search_seconds = mask.metrics.get("seconds")
-        o.resumed_at_steps = mask.metrics.get("resumed_at_steps", [])
-        # GG: measured by the worker on the device, on the very bits it stored
-        o.accuracy = mask.metrics.get("test_accuracy")
-        o.accuracy_all_outputs = mask.metrics.get("test_accuracy_all_outputs")
+    read = store.get_weights_many if recipe.learns_weights else store.get_many  # never one kind as the other
+    for o, record in zip(outcomes.values(), read(ids, fingerprint=recipe.base_fingerprint), strict=True):
+        fill_from_record(o, record)
     result.timing["read_back_seconds"] = time.perf_counter() - eval_started
     if recipe.scenario in ("GNs", "GNu"):
         started = time.perf_counter()

@@ -24,6 +24,7 @@ import numpy as np
 import ray
 
 from supermask.core.packing import TaskMask, query_count
+from supermask.core.weights_record import TaskWeights
 from supermask.runtime.shard_actor import (
     NAMESPACE,
     ShardActor,
@@ -42,13 +43,14 @@ from supermask.store.partitioning import (
     write_state,
 )
 from supermask.store.reshard import reshard_store
-from supermask.store.validation import validate_mask
+from supermask.store.validation import validate_record
 
 __all__ = ["MaskStore", "ShardActor", "ShardUnavailableError", "shard_actor_name"]
 
 logger = logging.getLogger(__name__)
 
 BATCH = 32  # masks per actor call in put_many/get_many: bounds each object while keeping calls few
+WEIGHTS_BATCH = 4  # trained-weights records per call: each is a whole network
 
 
 def _revives_shards(method: Callable) -> Callable:
@@ -129,13 +131,15 @@ class MaskStore:
             groups.setdefault(self.layout.shard_of(tid), []).append(pos)
         return groups
 
-    def _scatter(self, items: Sequence, keys: Sequence[str], call: Callable, what: str) -> list:
+    def _scatter(
+        self, items: Sequence, keys: Sequence[str], call: Callable, what: str, batch: int = BATCH
+    ) -> list:
         """Run `call(actor, batch)` on per-shard batches of `items` concurrently; results in input order."""
         actors = self.shard_actors
         jobs = []
         for shard, positions in self._by_shard(keys).items():
-            for i in range(0, len(positions), BATCH):
-                part = positions[i : i + BATCH]
+            for i in range(0, len(positions), batch):
+                part = positions[i : i + batch]
                 jobs.append((part, call(actors[shard], [items[p] for p in part])))
         out: list = [None] * len(items)
         for (part, _), values in zip(jobs, wait_shards([ref for _, ref in jobs], what), strict=True):
@@ -159,27 +163,29 @@ class MaskStore:
     # -- public API ----------------------------------------------------------
 
     @_revives_shards
-    def put(self, mask: TaskMask, *, overwrite: bool = False) -> bool:
-        """Durably store a mask on the shard that owns its task; False if it was stored already.
+    def put(self, mask: TaskMask | TaskWeights, *, overwrite: bool = False) -> bool:
+        """Durably store a mask (or trained weights) on the shard that owns its task; False if it was stored already.
 
         A put cut short by a shard crash is re-run on the restarted shard, and may then return False
         for a mask that this very call wrote before the crash.
         """
-        validate_mask(mask)
+        validate_record(mask)
         actor = self.shard_actors[self.layout.shard_of(mask.task_id)]
         return wait_shards(actor.put.remote(mask, overwrite), f"put {mask.task_id!r}")
 
     @_revives_shards
-    def put_many(self, masks: Sequence[TaskMask], *, overwrite: bool = False) -> list[bool]:
-        """Store many masks, each shard's share written concurrently; one bool per mask, in order."""
+    def put_many(self, masks: Sequence[TaskMask | TaskWeights], *, overwrite: bool = False) -> list[bool]:
+        """Store many records (masks or trained weights), each shard's share written concurrently; one bool
+        per record, in order."""
         masks = list(masks)
         for m in masks:
-            validate_mask(m)
+            validate_record(m)
         return self._scatter(
             masks,
             [m.task_id for m in masks],
             lambda a, batch: a.put_many.remote(batch, overwrite),
-            f"put_many of {len(masks)} masks",
+            f"put_many of {len(masks)} records",
+            BATCH if all(isinstance(m, TaskMask) for m in masks) else WEIGHTS_BATCH,
         )
 
     @_revives_shards
@@ -195,6 +201,22 @@ class MaskStore:
         try:
             return self._scatter(
                 ids, ids, lambda a, batch: a.get_many.remote(batch, fingerprint), f"get_many of {len(ids)}"
+            )
+        except MaskNotFoundError as e:
+            raise self._not_found(ids, e) from None
+
+    @_revives_shards
+    def get_weights_many(self, ids: Iterable[str], fingerprint: str | None = None) -> list[TaskWeights]:
+        """The verified trained-weights records of these tasks in input order (a mask is refused, never
+        returned as weights: WrongKindError)."""
+        ids = list(ids)
+        try:
+            return self._scatter(
+                ids,
+                ids,
+                lambda a, batch: a.get_weights_many.remote(batch, fingerprint),
+                f"get_weights_many of {len(ids)}",
+                WEIGHTS_BATCH,
             )
         except MaskNotFoundError as e:
             raise self._not_found(ids, e) from None

@@ -79,6 +79,9 @@ class ShardActor:
     def get_many(self, ids: list[str], fingerprint: str | None = None) -> list[TaskMask]:
         return self._open().get_many(ids, fingerprint=fingerprint)
 
+    def get_weights_many(self, ids: list[str], fingerprint: str | None = None) -> list:
+        return self._open().get_weights_many(ids, fingerprint=fingerprint)
+
     def delete(self, task_id: str) -> bool:
         return self._open().delete(task_id)
 

@@ -38,7 +38,7 @@ class Entry:
         """The entry of a journal put record, its index fields checked against their digests."""
         try:
             changed = changed_fields(meta, meta["parts"])
-            info = RecordInfo.from_meta(meta, meta["packed_nbytes"])
+            info = RecordInfo.from_meta(meta, meta.get("packed_nbytes"))
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             return cls(None, None, offset, length, problem=f"unreadable metadata ({type(e).__name__}: {e})")
         if changed:

@@ -41,6 +41,7 @@ import numpy as np
 
 from supermask.core.files import stale_temporaries
 from supermask.core.packing import TaskMask
+from supermask.core.weights_record import TaskWeights
 from supermask.store import transfer
 from supermask.store.bank import FileBank
 from supermask.store.errors import (
@@ -53,9 +54,17 @@ from supermask.store.errors import (
 from supermask.store.index import Entry, MaskIndex
 from supermask.store.journal import KIND_DELETE, KIND_PUT, Journal, encode_put
 from supermask.store.reader import MaskReader
-from supermask.store.records import RecordInfo, describe_unreadable, mask_meta, provenance_key
+from supermask.store.records import (
+    KIND_MASK,
+    KIND_WEIGHTS,
+    RecordInfo,
+    describe_unreadable,
+    mask_meta,
+    provenance_key,
+)
 from supermask.store.snapshot import group_name, open_snapshot, read_entries, write_snapshot
-from supermask.store.validation import validate_mask
+from supermask.store.validation import validate_mask, validate_record
+from supermask.store.weights_records import encode_weights_put, weights_record
 
 __all__ = ["MaskFile", "VerifyReport", "validate_mask"]
 
@@ -159,21 +168,44 @@ class MaskFile:
             )
         return [self.get(t, fingerprint=fingerprint) for t in ids]
 
-    def put(self, mask: TaskMask, *, overwrite: bool = False) -> bool:
-        """Durably store a mask; False if this exact mask is already stored."""
+    def get_weights(self, task_id: str, *, fingerprint: str | None = None) -> TaskWeights:
+        """The verified trained-weights record of one task (WrongKindError if it holds a mask)."""
+        entry = self._entry(task_id)
+        self._reader.check_kind(task_id, entry, KIND_WEIGHTS)
+        if fingerprint is not None and entry.info is not None and fingerprint != entry.info.fingerprint:
+            raise FingerprintMismatchError(
+                f"weights {task_id!r} in {self.path} were trained from base {entry.info.fingerprint}, not "
+                f"{fingerprint}: evaluate them with the base spec they were trained from"
+            )
+        return self._reader.load(task_id, entry, KIND_WEIGHTS)
+
+    def get_weights_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list[TaskWeights]:
+        """The verified trained-weights records of these tasks, in order."""
+        ids = list(ids)
+        for tid in ids:
+            self._entry(tid)  # MaskNotFoundError naming the first missing one
+        return [self.get_weights(t, fingerprint=fingerprint) for t in ids]
+
+    def get_record(self, task_id: str) -> TaskMask | TaskWeights:
+        """The verified record of one task, whatever its kind (for moving records between files)."""
+        return self._reader.load(task_id, self._entry(task_id), kind=None)
+
+    def put(self, mask: TaskMask | TaskWeights, *, overwrite: bool = False) -> bool:
+        """Durably store a mask (or a trained-weights record); False if this exact record is already stored."""
         self._check_open()
-        validate_mask(mask)
+        validate_record(mask)
         written = self.put_validated(mask, overwrite=overwrite, sync=True)
         self._maybe_compact()
         return written
 
-    def put_validated(self, mask: TaskMask, *, overwrite: bool, sync: bool) -> bool:
-        """put() of a mask already validated; with sync=False the caller fsyncs (see `sync`)."""
+    def put_validated(self, mask: TaskMask | TaskWeights, *, overwrite: bool, sync: bool) -> bool:
+        """put() of a record already validated; with sync=False the caller fsyncs (see `sync`)."""
         journal = self._check_open()
         tid, fp, csum = mask.task_id, mask.base_fingerprint, mask.checksum
+        kind = KIND_WEIGHTS if isinstance(mask, TaskWeights) else KIND_MASK
         shapes = tuple(tuple(int(d) for d in s) for s in mask.layer_shapes)
         old = self._index.get(tid)
-        if old is not None and old.is_mask and old.info.checksum == csum:
+        if old is not None and old.problem is None and old.info.kind == kind and old.info.checksum == csum:
             return False
         if old is not None and not overwrite:
             was = f"checksum {old.info.checksum}, base {old.info.fingerprint}" if old.info else old.problem
@@ -181,16 +213,20 @@ class MaskFile:
                 f"{self.path} already holds a different record for task {tid!r} ({was}; new: {csum}, base "
                 f"{fp}); pass overwrite=True to replace it"
             )
-        self._index.check_shapes(tid, fp, shapes)
+        if kind == KIND_MASK:
+            self._index.check_shapes(tid, fp, shapes)
         old_packed = self._packed_for_sums(tid, old)
-        meta = mask_meta(mask, checksum=csum)
-        rec = journal.append(KIND_PUT, encode_put(mask, meta), sync=sync)
+        if kind == KIND_MASK:
+            meta = mask_meta(mask, checksum=csum)
+            payload, nbytes = encode_put(mask, meta), mask.packed.size
+        else:
+            arrays, meta = weights_record(mask)
+            payload, nbytes = encode_weights_put(arrays, meta), None
+        rec = journal.append(KIND_PUT, payload, sync=sync)
         if old_packed is not None:
             self._index.add_bits(old.info.fingerprint, old_packed, -1)
-        self._index.set(
-            tid, Entry(RecordInfo.from_meta(meta, mask.packed.size), None, rec.offset, rec.length)
-        )
-        if self._index.sums_ready:
+        self._index.set(tid, Entry(RecordInfo.from_meta(meta, nbytes), None, rec.offset, rec.length))
+        if self._index.sums_ready and kind == KIND_MASK:
             self._index.add_bits(fp, mask.packed, +1)
         return True
 
@@ -241,8 +277,9 @@ class MaskFile:
     def describe(self, ids: Iterable[str] | None = None) -> dict[str, dict]:
         """task id -> the record's metadata, from the index alone (no arrays are read): every id, or `ids`.
 
-        Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, created,
-        checksum. Every value was checked against the digest written with it when the file was
+        Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, stored_bytes,
+        created, checksum; a trained-weights record adds method, dtype, sparsity, dense_bytes and
+        layer_formats (its mask_bytes is None). Every value was checked against the digest written with it when the file was
         opened; a record whose metadata is damaged has None values and a "problem" saying what.
         """
         self._check_open()
@@ -257,10 +294,17 @@ class MaskFile:
         """Counts and sizes: records, mask bytes, file bytes, and records per base, kind and provenance."""
         journal = self._check_open()
         infos = [e.info for e in self._index.entries.values()]
+        weights = [i for i in infos if i is not None and i.kind == KIND_WEIGHTS]
         return {
             "path": str(self.path),
             "count": len(self._index),
-            "mask_bytes": sum(i.nbytes for i in infos if i is not None),
+            "mask_bytes": sum(i.nbytes for i in infos if i is not None and i.kind == KIND_MASK),
+            # trained weights: as stored (sparse formats where they pay), and as dense values would take
+            "weights_bytes": sum(i.nbytes for i in weights),
+            "weights_dense_bytes": sum(i.extra["dense_bytes"] for i in weights),
+            "weights_methods": dict(
+                sorted(Counter(f"{i.extra['method']} {i.extra['dtype']}" for i in weights).items())
+            ),
             "file_bytes": self.path.stat().st_size,
             "journal_bytes": journal.size,
             "fingerprints": {fp: b.count for fp, b in sorted(self._index.bases.items())},
@@ -286,7 +330,7 @@ class MaskFile:
         items = sorted(self._index.entries.items())
         return {
             "copies": ((self._reader.snap, self._reader.verified_group(t, e)) for t, e in items if e.group),
-            "masks": (self._reader.load(t, e) for t, e in items if e.group is None),
+            "masks": (self._reader.load(t, e, kind=None) for t, e in items if e.group is None),
         }
 
     def compact(self) -> None:

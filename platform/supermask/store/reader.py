@@ -6,18 +6,23 @@ only the bits (scoring, sums) check the bits checksum.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from supermask.core.packing import TaskMask, bits_checksum
+from supermask.core.weights_record import TaskWeights
 from supermask.store.errors import CorruptJournalError, CorruptMaskError, WrongKindError
 from supermask.store.index import Entry
-from supermask.store.journal import Journal, decode_put
-from supermask.store.records import KIND_MASK, record_problem
+from supermask.store.journal import Journal, decode_put, decode_put_meta
+from supermask.store.records import KIND_MASK, KIND_WEIGHTS, record_problem
 from supermask.store.snapshot import read_mask, read_packed
 from supermask.store.validation import num_weights
+from supermask.store.weights_records import decode_weights_arrays, read_weights_group, weights_problem
+
+KNOWN_KINDS = (KIND_MASK, KIND_WEIGHTS)
 
 
 class MaskReader:
@@ -34,15 +39,17 @@ class MaskReader:
             return f"{self.path} (group /masks/{entry.group})"
         return f"{self.journal.path} (record at byte {entry.offset})"
 
-    def read(self, tid: str, entry: Entry) -> tuple[TaskMask | None, str | None]:
-        """(mask, None) if it reads back whole and verified, else (None, what is wrong)."""
+    def read(self, tid: str, entry: Entry) -> tuple[TaskMask | TaskWeights | None, str | None]:
+        """(record, None) if it reads back whole and verified, else (None, what is wrong)."""
         if entry.problem is not None:
             return None, entry.problem
-        if entry.info.kind != KIND_MASK:
+        if entry.info.kind not in KNOWN_KINDS:
             return None, (
                 f"a record of kind {entry.info.kind!r}, which this version of supermask cannot read "
                 "or check: upgrade supermask to verify it"
             )
+        if entry.info.kind == KIND_WEIGHTS:
+            return self._read_weights(tid, entry)
         try:
             if entry.group is not None:
                 mask, stored = read_mask(self.snap, entry.group)
@@ -67,6 +74,28 @@ class MaskReader:
             )
         return mask, None
 
+    def _read_weights(self, tid: str, entry: Entry) -> tuple[TaskWeights | None, str | None]:
+        try:
+            if entry.group is not None:
+                g = self.snap["masks"][entry.group]
+                meta, arrays = json.loads(g.attrs["meta"]), read_weights_group(g)
+            else:
+                payload = self.journal.read(entry.offset, entry.length)
+                meta = decode_put_meta(payload)
+                arrays = decode_weights_arrays(payload, meta)
+        except CorruptJournalError as e:
+            return None, str(e)
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            return None, f"cannot be read ({type(e).__name__}: {e})"
+        record, problem = weights_problem(arrays, meta)
+        if problem is not None:
+            return None, problem
+        if record.task_id != tid:
+            return None, f"the record holds task {record.task_id!r}"
+        if meta["checksum"] != entry.info.checksum:
+            return None, f"the record changed since the file was opened (checksum {meta['checksum']})"
+        return record, None
+
     def corrupt(self, tid: str, entry: Entry, problem: str) -> CorruptMaskError:
         """The error for a damaged record: where it is, what is wrong, what to do."""
         return CorruptMaskError(
@@ -75,22 +104,25 @@ class MaskReader:
             "`supermask store verify` lists every damaged mask"
         )
 
-    def check_kind(self, tid: str, entry: Entry) -> None:
-        """Refuse a readable record of another kind (e.g. trained weights) where a mask is asked for."""
-        if entry.problem is None and entry.info.kind != KIND_MASK:
+    def check_kind(self, tid: str, entry: Entry, expected: str = KIND_MASK) -> None:
+        """Refuse a readable record of another kind where one of kind `expected` is asked for (a trained
+        weights record is never returned as a mask, nor a mask as trained weights)."""
+        if entry.problem is None and entry.info.kind != expected:
+            api = {KIND_MASK: "get / get_many", KIND_WEIGHTS: "get_weights / get_weights_many"}
             raise WrongKindError(
-                f"task {tid!r} in {self.where(entry)} holds a record of kind {entry.info.kind!r}, not a "
-                f"mask, and is never returned as one; read it with the API for {entry.info.kind!r} "
-                "records (`supermask store ls` shows each record's kind)"
+                f"task {tid!r} in {self.where(entry)} holds a record of kind {entry.info.kind!r}, not "
+                f"{expected!r}, and is never returned as one; read it with "
+                f"{api.get(entry.info.kind, 'the API for its kind')} (`supermask store ls` shows each record's kind)"
             )
 
-    def load(self, tid: str, entry: Entry) -> TaskMask:
-        """The verified mask, or WrongKindError / CorruptMaskError."""
-        self.check_kind(tid, entry)
-        mask, problem = self.read(tid, entry)
-        if mask is None:
+    def load(self, tid: str, entry: Entry, kind: str | None = KIND_MASK) -> TaskMask | TaskWeights:
+        """The verified record of kind `kind` (None: any kind), or WrongKindError / CorruptMaskError."""
+        if kind is not None:
+            self.check_kind(tid, entry, kind)
+        record, problem = self.read(tid, entry)
+        if record is None:
             raise self.corrupt(tid, entry, problem)
-        return mask
+        return record
 
     def packed(self, tid: str, entry: Entry) -> np.ndarray:
         """Only the packed bits, checked against the bits checksum (cheaper than a whole record)."""
@@ -118,6 +150,6 @@ class MaskReader:
 
         A record of another kind is copied as it is: this version cannot check it, and must not lose it.
         """
-        if entry.problem is not None or entry.info.kind == KIND_MASK:
-            self.load(tid, entry)
+        if entry.problem is not None or entry.info.kind in KNOWN_KINDS:
+            self.load(tid, entry, kind=None)
         return entry.group

@@ -10,7 +10,10 @@ Every record carries three digests:
   every field that is not an array (shapes, densities, base, metrics, provenance, ...) be checked
   when a file is opened, without reading any arrays.
 
-Each record also has a `kind`; this version stores and reads only `"mask"` (a `TaskMask`).
+Each record also has a `kind`: `"mask"` (a `TaskMask`) or `"weights"` (a `TaskWeights`: trained
+weights, see store/weights_records.py). A record is only ever returned as its own kind. A weights
+record's "bits" checksum is over its value arrays, and its digested fields include its method,
+dtype, storage formats and sizes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +29,7 @@ from supermask.core.packing import TaskMask
 
 FORMAT_VERSION = 2  # of mask files, snapshot and journal together (1: a checksum of the bits only)
 KIND_MASK = "mask"
+KIND_WEIGHTS = "weights"
 
 
 def _plain(value: object) -> object:
@@ -54,7 +58,20 @@ _NORMALISE = {
     "metrics": _same,
     "created": float,
     "provenance": _same,
+    # weights records only
+    "method": str,
+    "dtype": str,
+    "layer_formats": lambda v: [str(f) for f in v],
+    "stored_bytes": int,
+    "dense_bytes": int,
 }
+MASK_FIELDS = tuple(_NORMALISE)[:9]
+WEIGHTS_FIELDS = tuple(_NORMALISE)
+
+
+def record_fields(meta: dict) -> tuple[str, ...]:
+    """The metadata fields a record of this kind carries (and digests)."""
+    return WEIGHTS_FIELDS if meta.get("kind") == KIND_WEIGHTS else MASK_FIELDS
 
 
 def _digest(name: str, data: bytes) -> str:
@@ -69,7 +86,7 @@ def _array_digest(name: str, arr: np.ndarray) -> str:
 
 def field_digests(meta: dict, fields: tuple[str, ...] | None = None) -> dict[str, str]:
     """Digest of each metadata field (all, or `fields`) of a record."""
-    names = fields or tuple(_NORMALISE)
+    names = fields or record_fields(meta)
     return {k: _digest(k, canonical_json(_NORMALISE[k](meta[k])).encode()) for k in names}
 
 
@@ -163,10 +180,17 @@ class RecordInfo:
     nbytes: int
     created: float
     provenance: dict
+    extra: dict = field(default_factory=dict)  # a weights record's method, dtype, sparsity and sizes
 
     @classmethod
-    def from_meta(cls, meta: dict, nbytes: int) -> RecordInfo:
-        """From a record's stored metadata (a snapshot's `meta` attribute or a journal header)."""
+    def from_meta(cls, meta: dict, nbytes: int | None = None) -> RecordInfo:
+        """From a record's stored metadata (a snapshot's `meta` attribute or a journal header); `nbytes`
+        is a mask's packed size (a weights record says its own stored size)."""
+        extra = {}
+        if meta["kind"] == KIND_WEIGHTS:
+            extra = {k: meta[k] for k in ("method", "dtype", "sparsity", "stored_bytes", "dense_bytes")}
+            extra["layer_formats"] = list(meta["layer_formats"])
+            nbytes = meta["stored_bytes"]
         return cls(
             kind=str(meta["kind"]),
             checksum=str(meta["checksum"]),
@@ -177,6 +201,7 @@ class RecordInfo:
             nbytes=int(nbytes),
             created=float(meta["created"]),
             provenance=meta["provenance"],
+            extra=extra,
         )
 
     @property
@@ -187,16 +212,19 @@ class RecordInfo:
         return float(kept / max(sum(sizes), 1))
 
     def describe(self) -> dict:
-        """The metadata `describe()` reports for one record."""
+        """The metadata `describe()` reports for one record (a weights record adds method, dtype, sparsity,
+        stored and dense bytes and its layers' storage formats; its mask_bytes is None)."""
         return {
             "kind": self.kind,
             "base_fingerprint": self.fingerprint,
             "provenance": json.loads(canonical_json(self.provenance)),  # a copy the caller may change
             "density": self.density,
             "layer_density": list(self.layer_density),
-            "mask_bytes": self.nbytes,
+            "mask_bytes": self.nbytes if self.kind == KIND_MASK else None,
+            "stored_bytes": self.nbytes,
             "created": self.created,
             "checksum": self.checksum,
+            **json.loads(canonical_json(self.extra)),
         }
 
 
@@ -207,6 +235,7 @@ DESCRIBE_KEYS = (
     "density",
     "layer_density",
     "mask_bytes",
+    "stored_bytes",
     "created",
     "checksum",
 )

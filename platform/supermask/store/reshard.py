@@ -80,7 +80,7 @@ def _move_masks(root: Path, old: StoreLayout, new: StoreLayout, phase: str | Non
             for s, f in files.items():
                 for tid in f.list():
                     if new.shard_of(tid) != s:
-                        copied += files[new.shard_of(tid)].put(f.get(tid))
+                        copied += files[new.shard_of(tid)].put(f.get_record(tid))
             write_state(root, StoreState(new, "delete", old))
         for s, f in files.items():
             for tid in f.list():

@@ -3,7 +3,8 @@
 Layout, format version 2 (readable by anyone with h5py and json):
 
     /                     attrs: format="supermask-maskfile", format_version=2
-    /masks/<task id>/     attrs: meta, a JSON object with every field of the record:
+    /masks/<task id>/     (a trained-weights record, kind "weights": see store/weights_records.py)
+                          attrs: meta, a JSON object with every field of the record:
                                  task_id, kind ("mask"), layer_names, layer_shapes,
                                  layer_density, density, base_fingerprint, metrics,
                                  provenance, created, checksum (TaskMask.checksum: the
@@ -32,8 +33,10 @@ import numpy as np
 
 from supermask.core.files import atomic_write
 from supermask.core.packing import TaskMask
+from supermask.core.weights_record import TaskWeights
 from supermask.store.errors import NotAMaskFileError, OldFormatError
 from supermask.store.records import FORMAT_VERSION, RecordInfo, changed_fields, mask_from_meta, mask_meta
+from supermask.store.weights_records import write_weights_group
 
 FORMAT = "supermask-maskfile"
 _EXPECTED = f"an HDF5 supermask mask file (root attribute format={FORMAT!r})"
@@ -101,7 +104,7 @@ def read_entries(f: h5py.File) -> dict[str, SnapshotEntry]:
             changed = changed_fields(meta, meta["parts"])
             if meta["task_id"] != task_id:
                 changed.append(f"task_id (it says {meta['task_id']!r})")
-            info = RecordInfo.from_meta(meta, g["packed"].shape[0])
+            info = RecordInfo.from_meta(meta, g["packed"].shape[0] if "packed" in g else None)
         except (KeyError, ValueError, TypeError, AttributeError, OSError) as e:
             out[task_id] = SnapshotEntry(name, problem=f"unreadable metadata ({type(e).__name__}: {e})")
             continue
@@ -127,8 +130,11 @@ def read_packed(f: h5py.File, group: str) -> np.ndarray:
     return np.asarray(f["masks"][group]["packed"][()], dtype=np.uint8)
 
 
-def write_mask(root: h5py.Group, mask: TaskMask) -> None:
-    """Write one mask record as a new group under /masks."""
+def write_mask(root: h5py.Group, mask: TaskMask | TaskWeights) -> None:
+    """Write one mask record (or trained-weights record, see store/weights_records.py) as a new group under /masks."""
+    if isinstance(mask, TaskWeights):
+        write_weights_group(root, group_name(mask.task_id), mask)
+        return
     g = root.create_group(group_name(mask.task_id))
     g.create_dataset("packed", data=np.ascontiguousarray(mask.packed, dtype=np.uint8))
     if mask.bn_stats:
@@ -146,7 +152,7 @@ def start_snapshot(f: h5py.File) -> h5py.Group:
 
 
 def write_snapshot(
-    path: Path, masks: Iterable[TaskMask] = (), copies: Iterable[tuple[h5py.File, str]] = ()
+    path: Path, masks: Iterable[TaskMask | TaskWeights] = (), copies: Iterable[tuple[h5py.File, str]] = ()
 ) -> int:
     """Atomically (re)write `path` with these records; returns how many.
 

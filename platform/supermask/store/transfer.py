@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supermask.store.errors import CorruptMaskError, MaskExistsError, MaskFileError
 from supermask.store.journal import FILE_MAGIC
-from supermask.store.records import KIND_MASK, record_problem
+from supermask.store.records import KIND_MASK, KIND_WEIGHTS, record_problem
 from supermask.store.snapshot import open_snapshot, read_entries, read_mask, write_snapshot
-from supermask.store.validation import validate_mask
+from supermask.store.validation import validate_record
+from supermask.store.weights_records import read_weights_group, weights_problem
 
 if TYPE_CHECKING:
     from supermask.store.maskfile import MaskFile
@@ -60,9 +62,12 @@ def import_file(store: MaskFile, src_path: str | os.PathLike[str], *, overwrite:
         try:
             for tid, e in sorted(entries.items()):
                 problem = e.problem
-                if problem is None and e.info.kind != KIND_MASK:
+                if problem is None and e.info.kind not in (KIND_MASK, KIND_WEIGHTS):
                     problem = f"a record of kind {e.info.kind!r}, which this version cannot import"
-                if problem is None:
+                if problem is None and e.info.kind == KIND_WEIGHTS:
+                    g = f["masks"][e.group]
+                    mask, problem = weights_problem(read_weights_group(g), json.loads(g.attrs["meta"]))
+                elif problem is None:
                     mask, stored = read_mask(f, e.group)
                     problem = record_problem(mask, stored)
                 if problem is not None:
@@ -70,7 +75,7 @@ def import_file(store: MaskFile, src_path: str | os.PathLike[str], *, overwrite:
                         f"mask {tid!r} in {src} cannot be imported: {problem}; {count} masks were "
                         "imported before it"
                     )
-                validate_mask(mask)
+                validate_record(mask)
                 count += store.put_validated(mask, overwrite=overwrite, sync=False)
         finally:
             store.sync()

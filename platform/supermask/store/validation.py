@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from supermask.core.packing import TaskMask
+from supermask.core.weights_record import VALUE_DTYPES, TaskWeights
 
 TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -48,6 +49,11 @@ def validate_mask(mask: TaskMask) -> None:
         raise ValueError(f"{where}: layer names must be strings, got {mask.layer_names!r}")
     if not all(isinstance(d, float | int | np.floating) and 0.0 <= d <= 1.0 for d in mask.layer_density):
         raise ValueError(f"{where}: layer densities must be numbers in [0, 1], got {mask.layer_density!r}")
+    _check_common(where, mask)
+
+
+def _check_common(where: str, mask: TaskMask | TaskWeights) -> None:
+    """The checks every record kind shares: base, BN statistics, metrics, provenance, creation time."""
     if not isinstance(mask.base_fingerprint, str) or not mask.base_fingerprint:
         raise ValueError(f"{where}: base_fingerprint must be a non-empty string")
     for name, arr in mask.bn_stats.items():
@@ -73,3 +79,33 @@ def validate_mask(mask: TaskMask) -> None:
         )
     if not isinstance(mask.created, float | int) or not math.isfinite(mask.created):
         raise ValueError(f"{where}: created must be finite unix seconds, got {mask.created!r}")
+
+
+def validate_weights(record: TaskWeights) -> None:
+    """Raise ValueError naming the first thing wrong with a trained-weights record about to be stored."""
+    tid = record.task_id
+    if not isinstance(tid, str) or not TASK_ID.fullmatch(tid):
+        raise ValueError(f"task id {tid!r} is not valid: use 1-128 characters from A-Z a-z 0-9 _ . -")
+    where = f"weights {tid!r}"
+    n = len(record.layer_shapes)
+    if n == 0 or len(record.layer_names) != n or len(record.values) != n:
+        raise ValueError(
+            f"{where}: needs one or more layers, with one name and one array per shape; got "
+            f"{len(record.layer_names)} names, {n} shapes, {len(record.values)} arrays"
+        )
+    for v in record.values:
+        if not isinstance(v, np.ndarray) or v.dtype.name not in VALUE_DTYPES or not np.isfinite(v).all():
+            raise ValueError(f"{where}: values must be finite {' or '.join(VALUE_DTYPES)} arrays")
+    if not isinstance(record.method, str) or not record.method:
+        raise ValueError(f"{where}: method must name the weight method that trained them")
+    _check_common(where, record)
+
+
+def validate_record(record: TaskMask | TaskWeights) -> None:
+    """Raise ValueError naming the first thing wrong with a mask or trained-weights record about to be stored."""
+    if isinstance(record, TaskWeights):
+        validate_weights(record)
+    elif isinstance(record, TaskMask):
+        validate_mask(record)
+    else:
+        raise ValueError(f"a store holds TaskMask and TaskWeights records, not {type(record).__name__}")
