@@ -76,7 +76,7 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="toy_shapes.resolution"):
         ToyShapesConfig(resolution=4)
     with pytest.raises(ValueError, match="split"):
-        ToyShapes().shape("val", 0)
+        ToyShapes().shape("validation", 0)
 
 
 def test_hausdorff_is_zero_for_the_truth_and_measures_a_shift():

@@ -18,13 +18,16 @@ from pathlib import Path
 import yaml
 
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
+from supermask.config.translation_spec import check_translation_spec
 from supermask.core.fields import choices, in_range
 from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
 from supermask.core.nets import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
 from supermask.core.nns import NNsConfig
 from supermask.core.search import SearchConfig
+from supermask.core.translation.settings import TranslationSettings
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
+from supermask.data.translation_streams import is_translation_stream
 
 __all__ = ["RunSpec", "Spec", "SpecError", "dump_spec", "load_spec", "spec_from_dict"]
 
@@ -74,10 +77,13 @@ class Spec:
     run: RunSpec = field(default_factory=RunSpec)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     nns: NNsConfig = field(default_factory=NNsConfig)
+    translation: TranslationSettings = field(default_factory=TranslationSettings)  # translation streams
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["base"].pop("input_shape")  # resolved from the stream, never written in a spec
+        for key in ("resolution", "channels"):  # likewise
+            d["translation"].pop(key)
         return d
 
 
@@ -101,6 +107,13 @@ def _check_cross_fields(spec: Spec) -> None:
         stream = stream_of(spec.stream, spec.data)  # reads no data
     except ValueError as e:
         raise SpecError(f"stream: {e}") from None
+    if is_translation_stream(spec.stream.name):
+        return check_translation_spec(spec, stream)
+    if spec.translation != TranslationSettings():
+        raise SpecError(
+            f"translation: stream {spec.stream.name!r} is not a translation stream; remove the translation "
+            f"section (it applies to streams {', '.join(n for n in STREAMS.names() if is_translation_stream(n))})"
+        )
     if spec.base.arch not in ARCHITECTURES:
         raise SpecError(f"base.arch: got {spec.base.arch!r}; known: {', '.join(ARCHITECTURES.names())}")
     if spec.mask.method not in MASK_METHODS:

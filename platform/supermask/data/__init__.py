@@ -1,6 +1,6 @@
 """Data layer: dataset loading and task streams (pure PyTorch and NumPy; no Ray)."""
 
-from supermask.data import image_streams, synthetic  # noqa: F401  (each module registers its streams)
+from supermask.data import image_streams, synthetic, translation_streams  # noqa: F401  (registers streams)
 from supermask.data.cifar import load_cifar100
 from supermask.data.datasets import DataConfig, DatasetUnavailable, ImageDataset, default_data_root
 from supermask.data.mnist import load_mnist

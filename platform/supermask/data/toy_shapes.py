@@ -16,8 +16,8 @@ top, anti-aliased by supersampling. The polygon's own colour lets its outline be
 (`supermask.core.translation.metrics.extract_outline` with channel `POLYGON_CHANNEL`).
 
 Sample `index` of a split is a pure function of (config, split, index). Training stays unpaired:
-X images come from split `train_x` and Y images from `train_y`, independent draws. Split `test`
-keeps pairs (X and Y of one shape) with their polygons, for evaluation only.
+X images come from split `train_x` and Y images from `train_y`, independent draws. Splits `test`
+(and `val`, for tuning) keep pairs (X and Y of one shape) with their polygons, for evaluation only.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DOT_RGB = (0.0, 0.0, 0.0)
 BACKGROUND_RGB = (1.0, 1.0, 1.0)
 POLYGON_CHANNEL = 0  # the polygon is the only thing whose red exceeds its green and blue
 DOMAINS = ("x", "y")
-SPLITS = {"train_x": 1, "train_y": 2, "test": 3}  # salts: each split draws its own shapes
+SPLITS = {"train_x": 1, "train_y": 2, "test": 3, "val": 4}  # salts: each split draws its own shapes
 _MAX_TRIES = 1000
 
 
@@ -194,9 +194,14 @@ class ToyShapes:
         """Training images: X from split train_x and Y from train_y, drawn independently (unpaired)."""
         return self.images("train_x", "x", count, start), self.images("train_y", "y", count, start)
 
-    def test_pairs(self, count: int, start: int = 0) -> tuple[np.ndarray, np.ndarray, list[ToyShape]]:
-        """Held-out pairs for evaluation only: X and Y images of the same shapes, and the shapes."""
-        shapes = [self.shape("test", i) for i in range(start, start + count)]
+    def test_pairs(
+        self, count: int, start: int = 0, split: str = "test"
+    ) -> tuple[np.ndarray, np.ndarray, list[ToyShape]]:
+        """Held-out pairs for evaluation only (split 'test', or 'val' for tuning): X and Y images of
+        the same shapes, and the shapes."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split: got {split!r}; held-out pairs come from 'test' or 'val'")
+        shapes = [self.shape(split, i) for i in range(start, start + count)]
         xs = np.stack([self.image(s, "x") for s in shapes])
         ys = np.stack([self.image(s, "y") for s in shapes])
         return xs, ys, shapes

@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from supermask.core.fields import check_fields, choices, in_range
+from supermask.core.fields import check_fields, choices, in_range, resolved
 
 DISCRIMINATOR_KINDS = ("dilated", "patch", "global")
 NORMS = ("instance", "none")
 ACTIVATIONS = ("leaky_relu", "relu")
 GAN_LOSSES = ("nonsaturating", "lsgan")
 CYCLE_LOSSES = ("ms_ssim_l1", "l1")
+METHODS = ("trained", "supermask")
+BASE_INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
+FREE_PARAMS = ("affine", "none")
+# Fields that decide how often a run is measured, never what it learns: a checkpoint resumes under
+# other values, and a task's provenance leaves them out.
+EVALUATION_FIELDS = ("eval_every", "eval_size", "samples")
 
 
 @dataclass(frozen=True)
@@ -25,9 +31,10 @@ class TranslationSettings:
     `feature_matching` off the FM term is dropped (the other weights are kept as they are).
     """
 
-    resolution: int = field(default=128, metadata=in_range(16))
-    channels: int = field(default=3, metadata=in_range(1))
-    seed: int = field(default=0, metadata=in_range(0))
+    # In a task spec, resolution and channels come from the stream (its images), never by hand.
+    resolution: int = field(default=128, metadata={**in_range(16), **resolved()})
+    channels: int = field(default=3, metadata={**in_range(1), **resolved()})
+    seed: int = field(default=0, metadata=in_range(0))  # the networks' init and the batch order
     # Generator: stride-2 encoder convs (None: down to 8 x 8 as the source at 128 px, at least 3), then
     # `blocks` concatenating blocks per group at the three coarsest scales and after each skip.
     width: int = field(default=64, metadata=in_range(1))
@@ -57,6 +64,21 @@ class TranslationSettings:
     beta2: float = field(default=0.999, metadata=in_range(0.0, 1.0))
     batch_size: int = field(default=16, metadata=in_range(1))
     generator_steps_per_d_step: int = field(default=2, metadata=in_range(1))
+    steps: int = field(default=2000, metadata=in_range(1))  # generator steps a task trains for
+    # What a task learns: `trained` trains the four networks (the source); `supermask` learns a mask
+    # (the spec's `mask` section: method, density) over frozen random networks drawn from `base_seed`
+    # and shared by every task, plus, with free_params `affine`, the instance-norm scales and shifts
+    # and the few biases (`none`: those stay at 1, 0 and 0, and a task is its mask bits alone).
+    method: str = field(default="trained", metadata=choices(*METHODS))
+    base_seed: int = field(default=0, metadata=in_range(0))
+    base_init: str = field(default="signed_constant", metadata=choices(*BASE_INITS))
+    mask_discriminator: bool = True  # supermask: the discriminators are masks over frozen ones too
+    free_params: str = field(default="affine", metadata=choices(*FREE_PARAMS))
+    # Measurement: every `eval_every` steps (0: at the end only) `eval_size` held-out pairs are scored
+    # and a grid of `samples` rows is drawn.
+    eval_every: int = field(default=0, metadata=in_range(0))
+    eval_size: int = field(default=100, metadata=in_range(1))
+    samples: int = field(default=6, metadata=in_range(1))
 
     def __post_init__(self) -> None:
         check_fields(self, "translation.")
@@ -77,3 +99,7 @@ class TranslationSettings:
     def to_dict(self) -> dict:
         """Plain values only (what a checkpoint or a results file stores)."""
         return asdict(self)
+
+    def training_dict(self) -> dict:
+        """The fields that decide what a training step does (not the budget, not the measurements)."""
+        return {k: v for k, v in asdict(self).items() if k not in (*EVALUATION_FIELDS, "steps")}

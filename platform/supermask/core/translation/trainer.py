@@ -8,6 +8,15 @@ tensors and plain values (torch.load(..., weights_only=True) reads it).
 The generator loss, summed over both directions, is
 gan_weight * GAN + fm_weight * FM + cycle_weight * (ssim_share * (1 - MS-SSIM) + (1 - ssim_share) * L1),
 each raw term divided by its scheduled running mean (`LossNormalizer`) when settings.normalize_losses.
+
+With settings.method `supermask` the networks are `MaskedNetwork`s over frozen random ones (masked.py)
+and only the scores (and the free parameters) train; the loop is the same.
+
+Data parallel: with `shard=(rank, world)` a trainer takes its slice of every batch, and `grad_sync`
+(called on the trainable parameters after each backward) and `value_sync` (on the raw loss values
+before the normaliser sees them) keep the ranks identical, as an all-reduce mean does.
+Hooks (`run(..., hooks=...)`, e.g. norm or saturation probes) see the trainer after every step and
+may add numbers to the step's metrics.
 """
 
 from __future__ import annotations
@@ -15,13 +24,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from supermask.core.masks import MaskSpec
 from supermask.core.translation.discriminators import build_discriminator
 from supermask.core.translation.generator import Generator
 from supermask.core.translation.losses import (
@@ -31,6 +41,7 @@ from supermask.core.translation.losses import (
     gan_discriminator_loss,
     gan_generator_loss,
 )
+from supermask.core.translation.masked import MaskedNetwork, freeze_at_random, network_fingerprint
 from supermask.core.translation.settings import TranslationSettings
 
 log = logging.getLogger(__name__)
@@ -79,26 +90,82 @@ class UnpairedImages:
         return self.x[ix], self.y[iy]
 
 
-def _build(settings: TranslationSettings, name: str) -> nn.Module:
+def _build(settings: TranslationSettings, name: str, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(settings.seed, name))
+        torch.manual_seed(derived_seed(seed, name))
         return Generator(settings) if name.startswith("g_") else build_discriminator(settings)
+
+
+def frozen_networks(settings: TranslationSettings) -> dict[str, nn.Module]:
+    """The frozen random networks that supermask tasks share: a pure function of the architecture,
+    base_seed and base_init (never of a task's own seed)."""
+    return {
+        name: freeze_at_random(
+            _build(settings, name, settings.base_seed),
+            settings.base_init,
+            derived_seed(settings.base_seed, f"frozen:{name}"),
+        )
+        for name in NETWORKS
+    }
+
+
+def base_fingerprint(settings: TranslationSettings) -> str:
+    """The fingerprint of the frozen networks a supermask task is learned over ('' for trained tasks)."""
+    if settings.method != "supermask":
+        return ""
+    return network_fingerprint(frozen_networks(settings))
+
+
+def build_networks(settings: TranslationSettings, mask: MaskSpec | None = None) -> dict[str, nn.Module]:
+    """The four networks of a task: trained from the task's seed, or masks over the shared frozen ones."""
+    if settings.method == "trained":
+        return {name: _build(settings, name, settings.seed) for name in NETWORKS}
+    mask = mask or MaskSpec()
+    frozen = frozen_networks(settings)
+    nets = {}
+    for name in NETWORKS:
+        if name.startswith("g_") or settings.mask_discriminator:
+            seed = derived_seed(settings.seed, f"scores:{name}") & 0x7FFFFFFF
+            nets[name] = MaskedNetwork(frozen[name], mask, seed, settings.free_params)
+        else:
+            nets[name] = _build(settings, name, settings.seed)
+    return nets
+
+
+def _trainable(*nets: nn.Module) -> list[nn.Parameter]:
+    return [p for net in nets for p in net.parameters() if p.requires_grad]
 
 
 class TranslationTrainer:
     """Two generators and two discriminators learning one unpaired translation task, both directions."""
 
-    def __init__(self, settings: TranslationSettings, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        settings: TranslationSettings,
+        device: torch.device | str = "cpu",
+        *,
+        mask: MaskSpec | None = None,
+        shard: tuple[int, int] | None = None,
+        grad_sync: Callable[[list[nn.Parameter]], None] | None = None,
+        value_sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
+    ) -> None:
         self.settings = settings
         self.device = torch.device(device)
-        nets = {name: _build(settings, name).to(self.device) for name in NETWORKS}
+        self.mask = (mask or MaskSpec()) if settings.method == "supermask" else None
+        nets = {name: net.to(self.device) for name, net in build_networks(settings, self.mask).items()}
         self.g_xy, self.g_yx, self.d_x, self.d_y = (nets[n] for n in NETWORKS)
         betas = (settings.beta1, settings.beta2)
-        gen_params = [*self.g_xy.parameters(), *self.g_yx.parameters()]
-        disc_params = [*self.d_x.parameters(), *self.d_y.parameters()]
-        self.opt_g = torch.optim.Adam(gen_params, lr=settings.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(disc_params, lr=settings.lr, betas=betas)
+        self.gen_params = _trainable(self.g_xy, self.g_yx)
+        self.disc_params = _trainable(self.d_x, self.d_y)
+        self.opt_g = torch.optim.Adam(self.gen_params, lr=settings.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.disc_params, lr=settings.lr, betas=betas)
         self.normalizer = LossNormalizer(settings.normalize_every, settings.normalize_beta)
+        self.shard, self.grad_sync, self.value_sync = shard, grad_sync, value_sync
+        if shard is not None and settings.batch_size < shard[1]:
+            raise ValueError(
+                f"translation.batch_size: got {settings.batch_size}; {shard[1]} data-parallel workers need "
+                "at least one image each"
+            )
         self.step = 0
 
     def networks(self) -> dict[str, nn.Module]:
@@ -148,6 +215,8 @@ class TranslationTrainer:
         loss = gan_discriminator_loss(real_x, gen_x, kind) + gan_discriminator_loss(real_y, gen_y, kind)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.disc_params)
         self.opt_d.step()
         with torch.no_grad():
             real = torch.cat([real_x.flatten(), real_y.flatten()])
@@ -163,8 +232,12 @@ class TranslationTrainer:
         total, raw, (fake_x, fake_y) = self._generator_loss(x, y)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.gen_params)
         self.opt_g.step()
         values = {name: float(v.detach()) for name, v in raw.items()}
+        if self.value_sync is not None:
+            values = self.value_sync(values)
         self.normalizer.update(values)
         metrics = {"step": self.step, "g_loss": float(total.detach()), **values}
         if self.step % self.settings.generator_steps_per_d_step == 0:
@@ -174,22 +247,36 @@ class TranslationTrainer:
         self.step += 1
         return metrics
 
+    def batch(self, data: UnpairedImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's batch (this rank's slice of it when data-parallel): a pure function of (seed, step)."""
+        x, y = data.batch(self.settings.seed, self.step, self.settings.batch_size)
+        if self.shard is not None:
+            rank, world = self.shard
+            x, y = x[rank::world], y[rank::world]
+        return x, y
+
     def run(
         self,
         data: UnpairedImages,
         steps: int,
         *,
         on_step: Callable[[dict[str, float]], None] | None = None,
+        hooks: Sequence[Callable[[TranslationTrainer, dict], dict | None]] = (),
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[dict[str, float]]:
-        """Train until `steps` generator steps in all (from wherever the trainer stands); batch k is
-        a pure function of (seed, k)."""
+        """Train until `steps` generator steps in all (from wherever the trainer stands), or until
+        `should_stop()` says so after a step. Each hook sees the trainer and the step's metrics after
+        every step; what it returns is added to them. Then `on_step` gets the metrics."""
         history = []
         while self.step < steps:
-            x, y = data.batch(self.settings.seed, self.step, self.settings.batch_size)
-            metrics = self.train_step(x, y)
+            metrics = self.train_step(*self.batch(data))
+            for hook in hooks:
+                metrics.update(hook(self, metrics) or {})
             history.append(metrics)
             if on_step is not None:
                 on_step(metrics)
+            if should_stop is not None and should_stop():
+                break
         return history
 
     @torch.no_grad()
@@ -205,6 +292,7 @@ class TranslationTrainer:
         """Everything a resumed run needs: tensors and plain values only."""
         return {
             "settings": self.settings.to_dict(),
+            "mask": dataclasses.asdict(self.mask) if self.mask is not None else None,
             "step": self.step,
             "networks": {name: net.state_dict() for name, net in self.networks().items()},
             "opt_g": self.opt_g.state_dict(),
@@ -214,9 +302,13 @@ class TranslationTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()`; settings that differ from this trainer's are an error."""
-        ours = self.settings.to_dict()
+        ours = self.settings.training_dict()
         theirs = state["settings"]
         differ = [k for k in ours if ours[k] != theirs.get(k)]
+        mine = dataclasses.asdict(self.mask) if self.mask is not None else None
+        if mine != state.get("mask"):
+            differ.append("mask")
+            theirs, ours = {**theirs, "mask": state.get("mask")}, {**ours, "mask": mine}
         if differ:
             shown = ", ".join(f"{k}: {theirs.get(k)!r} (here {ours[k]!r})" for k in differ)
             raise ValueError(
@@ -234,6 +326,7 @@ class TranslationTrainer:
         """A trainer rebuilt from a checkpoint's own settings."""
         names = {f.name for f in dataclasses.fields(TranslationSettings)}
         settings = TranslationSettings(**{k: v for k, v in state["settings"].items() if k in names})
-        trainer = cls(settings, device)
+        mask = MaskSpec(**state["mask"]) if state.get("mask") else None
+        trainer = cls(settings, device, mask=mask)
         trainer.load_state_dict(state)
         return trainer
