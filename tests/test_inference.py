@@ -296,3 +296,38 @@ def test_nns_recognises_a_returning_task_and_respects_max_masks():
         base, batches([0, 1], 32), mask, search, NNsConfig(check_every=32, max_masks=1), 10
     )
     assert len(capped.masks) == 1 and [c.allocated for c in capped.checks] == [True, False]
+
+
+def test_a_device_bank_answers_as_the_packed_bank_does():
+    """Task inference on the device: sums, scores and picks equal the host bank's, queries never on the host."""
+    from supermask.core.device_bank import DeviceMasks
+
+    base = build_base(BaseSpec(arch="mlp", input_shape=(12,), num_outputs=6, options={"widths": [10]}))
+    masks = random_masks(base, 9, seed=4)
+    host, device = PackedMasks(masks), DeviceMasks(masks, chunk=4)
+    resident = DeviceMasks(masks, resident_bytes=2**30)
+    for ids in (None, ["t003", "t007"]):
+        a, na = host.mask_sum(ids=ids)
+        b, nb = device.mask_sum(ids=ids)
+        assert na == nb and all(np.array_equal(x, y.numpy()) for x, y in zip(a, b))
+    queries = torch.randn(3, sum(int(np.prod(s)) for s in base.layer_shapes))
+    padded = np.zeros((3, -(-queries.shape[1] // 8) * 8), np.float32)
+    padded[:, : queries.shape[1]] = queries.numpy()
+    ids, want = host.query_scores(padded)
+    for bank in (device, resident):
+        got_ids, got = bank.query_scores(queries)
+        assert got_ids == ids
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    groups = [torch.randn(2, 12) for _ in range(5)]
+    config = InferenceConfig()
+    assert infer_groups(base, groups, device, config, 6) == infer_groups(base, groups, host, config, 6)
+    with pytest.raises(ValueError, match="keep one bank per base"):
+        DeviceMasks(
+            masks
+            + random_masks(
+                build_base(
+                    BaseSpec(arch="mlp", input_shape=(12,), num_outputs=6, seed=9, options={"widths": [10]})
+                ),
+                1,
+            )
+        )

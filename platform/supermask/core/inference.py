@@ -90,7 +90,7 @@ def mean_masks(
     sums, count = bank.mask_sum(fingerprint=fingerprint, ids=ids)
     if count == 0:
         raise ValueError("there are no masks to infer a task from; learn (or store) some tasks first")
-    return [torch.from_numpy(s.astype(np.float32) / count).to(device) for s in sums], count
+    return [torch.as_tensor(s).to(device=device, dtype=torch.float32) / count for s in sums], count
 
 
 class Superposition:
@@ -150,24 +150,38 @@ def superposed_scores(
     superposition = Superposition(base, mean, config.objective, num_classes)
     shapes = [tuple(w.shape) for w in superposition.weights]
     per_call = max(1, config.query_bytes // (4 * sum(int(w.numel()) for w in superposition.weights)))
+    on_device = getattr(bank, "accepts_tensors", False)  # queries stay where they are computed
     out_ids: list[str] = []
     columns = []
     for start in range(0, len(groups), per_call):
         part = groups[start : start + per_call]
-        flat, views = query_matrix(len(part), shapes)
+        if on_device:
+            flat, views = _device_queries(len(part), shapes, mean[0].device)
+        else:
+            flat, views = query_matrix(len(part), shapes)
+            views = [torch.from_numpy(v) for v in views]
         for q, images in enumerate(part):
-            out = [torch.from_numpy(v[q]) for v in views]
-            if images.device.type == "cpu":
+            out = [v[q] for v in views]
+            if images.device == out[0].device:
                 superposition.direction(images, out)
             else:
                 for o, d in zip(out, superposition.direction(images), strict=True):
-                    o.copy_(d.cpu())
+                    o.copy_(d.to(o.device))
         got_ids, scores = bank.query_scores(flat, config.chunk, fingerprint=fingerprint, ids=ids)
         if out_ids and got_ids != out_ids:
             raise RuntimeError("the bank changed while it was being scored; infer again")
         out_ids = got_ids
         columns.append(scores)
     return out_ids, np.concatenate(columns, axis=1) if columns else np.zeros((0, 0))
+
+
+def _device_queries(
+    count: int, shapes: list[tuple[int, ...]], device
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A zeroed (count, weights) query tensor on `device`, and per-layer (count, *shape) views into it."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    flat = torch.zeros(count, sum(sizes), device=device)
+    return flat, [v.view(count, *s) for v, s in zip(torch.split(flat, sizes, dim=1), shapes, strict=True)]
 
 
 def _best(ids: list[str], scores: np.ndarray, keep: int) -> list[str]:

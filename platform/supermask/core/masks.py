@@ -157,7 +157,9 @@ class MaskMethod(nn.Module):
     """
 
     name = "base"
-    produces = "masks"  # what forward() returns: "masks" over the frozen weights ("weights": the weights themselves)
+    produces = (
+        "masks"  # what forward() returns: "masks" over the frozen weights ("weights": the weights themselves)
+    )
     takes_density = True  # whether `density` means anything to the method
     takes_policy = False  # whether per-layer budgets (MaskSpec.policy) mean anything to it
     default_density = 0.5

@@ -79,18 +79,24 @@ class TaskMask:
         """blake2b of the packed bits alone (what scoring reads)."""
         return bits_checksum(self.packed)
 
-    @property
-    def checksum(self) -> str:
-        """blake2b over the whole record: bits, BN statistics (names, dtypes, shapes, bytes), every field."""
-        meta = {
+    def fields(self) -> dict:
+        """Every field but the arrays, as plain JSON-ready values (what a store keeps as metadata)."""
+        return {
             "task_id": self.task_id,
-            "layer_names": list(self.layer_names),
+            "layer_names": [str(n) for n in self.layer_names],
             "layer_shapes": [[int(d) for d in s] for s in self.layer_shapes],
             "layer_density": [float(d) for d in self.layer_density],
             "base_fingerprint": self.base_fingerprint,
             "metrics": self.metrics,
             "created": float(self.created),
             "provenance": self.provenance,
+        }
+
+    @property
+    def checksum(self) -> str:
+        """blake2b over the whole record: bits, BN statistics (names, dtypes, shapes, bytes), every field."""
+        meta = {
+            **self.fields(),
             "bn": [[k, np.asarray(v).dtype.str, list(np.shape(v))] for k, v in sorted(self.bn_stats.items())],
         }
         h = hashlib.blake2b(digest_size=16)

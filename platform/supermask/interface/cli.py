@@ -245,11 +245,20 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+class _ConsoleFormat(logging.Formatter):
+    """Our own progress lines as they are; warnings and errors with their level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname} {record.name}: {record.getMessage()}"
+        return record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    console = logging.StreamHandler()
+    console.setFormatter(_ConsoleFormat())
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[console])
     from supermask.config.schema import SpecError
     from supermask.core.devices import DeviceUnavailable
     from supermask.data import DatasetUnavailable

@@ -93,8 +93,15 @@ def timing_line(timing: dict, total: float = 0.0) -> str:
     return f"{total:.1f} s in all ({inner}; the search and what follows it summed over workers)"
 
 
+LONG_STREAM = 30  # tasks beyond which accuracy is plotted against tasks learned, not as one bar per task
+
+
 def plot_task_accuracy(results: dict, path: Path) -> None:
+    """Accuracy per task (a bar each), or for a long stream against the number of tasks learned."""
     tasks = [t for t in results["tasks"] if t["accuracy"] is not None]
+    if len(tasks) > LONG_STREAM:
+        _plot_long_stream(results, tasks, path)
+        return
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(tasks) + 2), 3.2))
     ax.bar([t["index"] for t in tasks], [t["accuracy"] for t in tasks], color="#4477aa")
     if results["avg_accuracy"] is not None:
@@ -106,6 +113,44 @@ def plot_task_accuracy(results: dict, path: Path) -> None:
     ax.set_ylabel(f"test accuracy ({results['scenario']})")
     ax.set_ylim(0, 1)
     ax.set_title(results["name"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _running_mean(values: list[float]) -> list[float]:
+    total, out = 0.0, []
+    for i, v in enumerate(values, 1):
+        total += v
+        out.append(total / i)
+    return out
+
+
+def _plot_long_stream(results: dict, tasks: list[dict], path: Path) -> None:
+    """Mean accuracy (and task-inference accuracy) over the first n tasks, against n, as SupSup plots it.
+
+    Every point uses the final store: task inference chooses among all the run's masks, not among
+    the first n.
+    """
+    n = [t["index"] + 1 for t in tasks]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(n, [t["accuracy"] for t in tasks], ".", ms=2, color="#4477aa", alpha=0.35, label="each task")
+    ax.plot(
+        n,
+        _running_mean([t["accuracy"] for t in tasks]),
+        color="#4477aa",
+        lw=2,
+        label="accuracy, mean of first n",
+    )
+    inferred = [t["task_inference_accuracy"] for t in tasks]
+    if all(v is not None for v in inferred):
+        ax.plot(n, _running_mean(inferred), color="#cc6677", lw=2, label="task inference, mean of first n")
+    ax.set_xlabel("tasks learned (n)")
+    ax.set_ylabel(f"test accuracy ({results['scenario']})")
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"{results['name']}: {len(tasks)} tasks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

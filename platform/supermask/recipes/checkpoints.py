@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -33,8 +34,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt zips alike
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "it was not written by this program or is damaged: delete it to learn that task from the start"
+            f"checkpoint {path} holds more than tensors and plain values, so it is not read (it could run "
+            "code); it was not written by this program: delete it to learn those tasks from the start"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt files
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it is "
+            "damaged: delete it to learn those tasks from the start"
         ) from None

@@ -26,6 +26,7 @@ from supermask.core.nns import NNsConfig
 from supermask.core.packing import TaskMask
 from supermask.core.search import SearchConfig, StackedSearch, task_seed
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
+from supermask.data.datasets import resolve_root
 
 
 class BaseFingerprintError(RuntimeError):
@@ -55,7 +56,9 @@ class Recipe:
     def from_spec(cls, spec: Spec) -> Recipe:
         """Resolve a validated spec (loads the dataset's metadata and builds the base once)."""
         stream = stream_of(spec.stream, spec.data)
-        data = stream.resolved_data()
+        # Resolved here, once: the source the driver found, and an absolute data folder (workers run
+        # in folders of Ray's choosing, where a relative path would point elsewhere).
+        data = dataclasses.replace(stream.resolved_data(), root=resolve_root(spec.data.root))
         stream = stream_of(spec.stream, data)
         base = dataclasses.replace(
             spec.base,

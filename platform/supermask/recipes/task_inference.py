@@ -1,4 +1,4 @@
-"""Scenarios GNs and GNu for one task (no Ray here): infer each test batch's mask, then classify with it.
+"""Scenarios GNs and GNu (no Ray here): infer each test batch's mask, then classify with it.
 
 GNs (shared labels): a sample is right when the class predicted under the inferred mask is right.
 GNu (unshared labels): the answer is (task, class), right only when both are. The GG accuracy (the
@@ -36,17 +36,20 @@ def evaluate_inference(
     fingerprint: str | None = None,
     mean: list[torch.Tensor] | None = None,
     mask_id: str | None = "",
+    inferred: list[str] | None = None,
 ) -> InferenceOutcome:
     """Infer the task of (x, y)'s batches (or samples) among the bank's masks and classify with the inferred masks.
 
-    `mask_id` is the id of the task's own mask in the bank (default: `task_id`; None when there is none).
+    `mask_id` is the id of the task's own mask in the bank (default: `task_id`; None when there is none);
+    `inferred` gives each group's task when it was inferred already (with other tasks' groups, in one pass).
     """
     if mask_id == "":
         mask_id = task_id
     started = time.perf_counter()
     fingerprint = fingerprint or base.fingerprint
     groups, spans = inference_groups(x, config, batch_size)
-    inferred = infer_groups(base, groups, bank, config, num_classes, fingerprint=fingerprint, mean=mean)
+    if inferred is None:
+        inferred = infer_groups(base, groups, bank, config, num_classes, fingerprint=fingerprint, mean=mean)
     per_sample = [""] * len(x)
     for tid, span in zip(inferred, spans, strict=True):
         per_sample[span] = [tid] * (span.stop - span.start)
@@ -77,24 +80,51 @@ def evaluate_inference(
     )
 
 
-def evaluate_gn_task(bench: Workbench, t: int, bank: MaskBank, mean=None) -> InferenceOutcome:
-    """Scenario GNs or GNu (the recipe's) on task t's test split, inferring among every mask in `bank`."""
+TASKS_PER_PASS = 64  # tasks whose test groups are inferred together: one pass over the masks serves them all
+
+
+def evaluate_gn_tasks(
+    bench: Workbench, ts: list[int], bank: MaskBank, mean=None, tasks_per_pass: int = TASKS_PER_PASS
+) -> list[InferenceOutcome]:
+    """Scenario GNs or GNu (the recipe's) on tasks `ts`' test splits, inferring among every mask in `bank`.
+
+    The test groups of `tasks_per_pass` tasks are inferred in one call, so the masks are read once for
+    all of them (the queries go out in chunks of `inference.query_bytes`); each task's test data is
+    gathered on the device from the stream's stacked view.
+    """
     recipe = bench.recipe
     if recipe.scenario not in GN_SCENARIOS:
         raise ValueError(f"task inference evaluates {' or '.join(GN_SCENARIOS)}, not {recipe.scenario!r}")
-    task = bench.task(t)
+    config = recipe.inference
     if mean is None:
         mean, _ = mean_masks(bank, bench.base.fingerprint, device=bench.device)
-    return evaluate_inference(
-        bench.base,
-        bank,
-        task.test_x.to(bench.device),
-        task.test_y.to(bench.device),
-        task.task_id,
-        recipe.inference,
-        num_classes=recipe.num_classes,
-        batch_size=recipe.inference.batch_size,
-        unshared=recipe.scenario == "GNu",
-        index=t,
-        mean=mean,
-    )
+    out = []
+    for i in range(0, len(ts), tasks_per_pass):
+        part = [int(t) for t in ts[i : i + tasks_per_pass]]
+        started = time.perf_counter()
+        batches = bench.stream.stacked(part, "test", bench.device)
+        xs, ys = batches.take(torch.arange(batches.size, device=bench.device).expand(len(part), -1))
+        groups = [inference_groups(x, config, config.batch_size)[0] for x in xs]
+        inferred = infer_groups(
+            bench.base, [g for gs in groups for g in gs], bank, config, recipe.num_classes, mean=mean
+        )
+        shared = (time.perf_counter() - started) / len(part)
+        start = 0
+        for k, t in enumerate(part):
+            outcome = evaluate_inference(
+                bench.base,
+                bank,
+                xs[k],
+                ys[k],
+                bench.stream.task_id(t),
+                config,
+                num_classes=recipe.num_classes,
+                batch_size=config.batch_size,
+                unshared=recipe.scenario == "GNu",
+                index=t,
+                inferred=inferred[start : start + len(groups[k])],
+            )
+            outcome.seconds += shared
+            start += len(groups[k])
+            out.append(outcome)
+    return out

@@ -8,10 +8,11 @@ import ray
 import torch
 from ray.util import ActorPool
 
+from supermask.core.device_bank import DeviceMasks
 from supermask.core.evaluate import bn_tensors, check_compatible, mask_tensors
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.recipes.results import InferenceOutcome
-from supermask.recipes.task_inference import evaluate_gn_task
+from supermask.recipes.task_inference import evaluate_gn_tasks
 from supermask.runtime.mask_store import MaskStore
 from supermask.runtime.placement import actor_options, process_device
 
@@ -23,6 +24,7 @@ class BaseActor:
     def __init__(self, recipe: Recipe, store: MaskStore) -> None:
         self.bench = Workbench(recipe, process_device(recipe.run))
         self.store = store
+        self.device_bank: DeviceMasks | None = None
 
     def fingerprint(self) -> str:
         return self.bench.base.fingerprint
@@ -33,9 +35,23 @@ class BaseActor:
         accuracy = self.bench.evaluate(t, mask, split)
         return t, accuracy.real_classes, accuracy.all_outputs
 
-    def infer(self, t: int) -> InferenceOutcome:
-        """Scenario GNs/GNu on task t: each test batch's task inferred among every stored mask (scored in the shards)."""
-        return evaluate_gn_task(self.bench, t, self.store)
+    def infer(self, ts: list[int]) -> list[InferenceOutcome]:
+        """Scenario GNs/GNu on tasks ts: each test batch's task inferred among every stored mask.
+
+        On a CPU the masks are scored in the shards, next to their files; on a GPU they are read once
+        into this actor's device memory and scored there.
+        """
+        return evaluate_gn_tasks(self.bench, ts, self._bank())
+
+    def _bank(self):
+        if self.bench.device == "cpu":
+            return self.store
+        if self.device_bank is None:
+            ids = self.store.list()
+            masks = self.store.get_many(ids, fingerprint=self.bench.base.fingerprint)
+            free = torch.cuda.mem_get_info()[0] if self.bench.device.startswith("cuda") else 0
+            self.device_bank = DeviceMasks(masks, self.bench.device, resident_bytes=free // 4)
+        return self.device_bank
 
     def forward(self, x: np.ndarray, task_ids: list[str]) -> dict[str, np.ndarray]:
         """Logits of the base on one batch under each listed task's stored mask (and BN statistics)."""

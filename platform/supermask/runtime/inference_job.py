@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from supermask.config.spec import GN_SCENARIOS
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.recipes.results import InferenceOutcome, JobResult, TaskOutcome
+from supermask.recipes.task_inference import TASKS_PER_PASS
 from supermask.recipes.without_ids import NNsRun, learn_and_evaluate_nns
 from supermask.runtime.base_actors import base_pool, close_pool
 from supermask.runtime.mask_store import MaskStore
@@ -48,14 +49,18 @@ def evaluate_gn(
     """Scenario GNs/GNu (the recipe's) on these tasks, on a pool of base actors; outcomes in task order."""
     if recipe.scenario not in GN_SCENARIOS:
         raise ValueError(f"evaluate_gn runs {' or '.join(GN_SCENARIOS)}, not {recipe.scenario!r}")
-    pool = base_pool(recipe, store, min(len(indices), num_workers(recipe.run, len(indices))))
+    actors = min(len(indices), num_workers(recipe.run, len(indices)))
+    pool = base_pool(recipe, store, actors)
+    # Hand out tasks in parts: on a GPU an actor infers a part's test groups in one pass over the masks.
+    per_part = max(1, min(TASKS_PER_PASS, -(-len(indices) // (4 * actors))))
+    parts = [list(indices[i : i + per_part]) for i in range(0, len(indices), per_part)]
     outcomes = []
     inference = recipe.inference
     desc = f"evaluating ({recipe.scenario}, {inference.method} {inference.objective})"
     with tqdm(total=len(indices), desc=desc, unit="task", disable=not progress) as bar:
-        for outcome in pool.map_unordered(lambda actor, t: actor.infer.remote(t), list(indices)):
-            outcomes.append(outcome)
-            bar.update(1)
+        for done in pool.map_unordered(lambda actor, ts: actor.infer.remote(ts), parts):
+            outcomes += done
+            bar.update(len(done))
     close_pool(pool)
     return sorted(outcomes, key=lambda o: o.index)
 

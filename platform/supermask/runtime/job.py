@@ -1,5 +1,6 @@
-"""The main job on Ray: learn every task of a recipe's stream with Ray Train, keep the masks in the
-sharded store, and evaluate the scenario on base-network actors with masks read back from disk."""
+"""The main job on Ray: learn every task of a recipe's stream with Ray Train in stacked blocks, keep
+the masks in the sharded store, and evaluate the scenario: GG from what the workers measured on
+their devices, GNs/GNu on base-network actors that infer each test batch's task among the stored masks."""
 
 from __future__ import annotations
 
@@ -31,29 +32,44 @@ class JobFailed(RuntimeError):
     """The search could not finish; every mask stored so far is kept, and a rerun resumes."""
 
 
-class _StoreProgress:
-    """A progress bar that follows the store: it counts tasks as their masks land."""
+class _LearningProgress:
+    """A progress bar in tasks that follows the workers' events: stored tasks, and the share of its
+    steps each block in progress has taken (a block's tasks finish together)."""
 
-    def __init__(self, store: MaskStore, task_ids: list[str], events: Path, enabled: bool) -> None:
-        self.store, self.task_ids, self.events = store, task_ids, events
-        self.bar = tqdm(total=len(task_ids), desc="learning masks", unit="task", disable=not enabled)
+    def __init__(self, task_ids: list[str], events: Path, enabled: bool) -> None:
+        self.task_ids, self.events = set(task_ids), events
+        self.bar = tqdm(
+            total=len(task_ids), desc="learning masks", unit="task", disable=not enabled, bar_format=_BAR
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._since = time.time()
+        self.bar.set_postfix_str("starting Ray Train workers")
+
+    def started(self, plan) -> None:
+        self.bar.set_postfix_str(
+            f"{len(plan.blocks)} block(s) of up to {max(map(len, plan.blocks))} task(s) on {plan.recipe.name}"
+        )
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
             self._update()
 
     def _update(self) -> None:
-        try:
-            done = len(self.task_ids) - len(self.store.missing(self.task_ids))
-        except Exception:  # a shard restarting: try again on the next tick
-            return
-        self.bar.update(done - self.bar.n)
-        stored = [e for e in read_events(self.events) if e["event"] == "task_stored"]
-        if stored:
-            last = stored[-1]
-            self.bar.set_postfix_str(f"{last['task']} train acc {last['train_accuracy']:.3f}")
+        events = [e for e in read_events(self.events) if e["time"] >= self._since]
+        stored = {e["task"] for e in events if e["event"] == "task_stored"} & self.task_ids
+        blocks = {}
+        for e in events:
+            if e["event"] == "block_progress":
+                blocks[e["first"]] = e
+        partial = sum(
+            b["tasks"] * b["step"] / b["steps"] for first, b in blocks.items() if first not in stored
+        )
+        self.bar.n = round(len(stored) + partial, 2)
+        last = [e for e in events if e["event"] == "task_stored"]
+        if stored and last:
+            self.bar.set_postfix_str(f"{last[-1]['task']} test acc {last[-1].get('test_accuracy') or 0:.3f}")
+        self.bar.refresh()
 
     def __enter__(self):
         self._thread.start()
@@ -64,6 +80,9 @@ class _StoreProgress:
         self._thread.join()
         self._update()
         self.bar.close()
+
+
+_BAR = "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 
 def run_job(recipe: Recipe, out_dir: Path, progress: bool = True, relearn: bool = False) -> JobResult:
@@ -160,13 +179,14 @@ def _learn_and_evaluate(
     else:
         train = train or _start_train(recipe, out_dir, len(todo))
         try:
-            plan = _plan(recipe, store, todo, out_dir, train)
-        except BaseException:
-            _abandon(train)
-            raise
-        result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
-        try:
-            with _StoreProgress(store, [ids[t] for t in todo], events, progress):
+            with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
+                try:
+                    plan = _plan(recipe, store, todo, out_dir, train)
+                except BaseException:
+                    _abandon(train)
+                    raise
+                bar.started(plan)
+                result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
                 train.start(plan)
                 result.learn_seconds = train.wait()
         except ray.train.TrainingFailedError as e:

@@ -47,6 +47,7 @@ def _ray_logs_to(log_file: Path | None) -> Iterator[None]:
         saved.append((logger, logger.level, [h.level for h in logger.handlers]))
         for h in logger.handlers:
             h.setLevel(max(h.level, logging.WARNING))
+            h.addFilter(_not_for_the_console)
         logger.addHandler(handler)
     try:
         yield
@@ -56,7 +57,17 @@ def _ray_logs_to(log_file: Path | None) -> Iterator[None]:
             logger.setLevel(level)
             for h, lv in zip(logger.handlers, levels, strict=False):
                 h.setLevel(lv)
+                h.removeFilter(_not_for_the_console)
         handler.close()
+
+
+# Warnings Ray prints on every start that ask nothing of a user of an embedded instance: they go to
+# the log file only. (Token authentication stays on; the warning merely announces it.)
+QUIET_WARNINGS = ("Token authentication is enabled",)
+
+
+def _not_for_the_console(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in QUIET_WARNINGS)
 
 
 @contextlib.contextmanager

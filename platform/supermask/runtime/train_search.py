@@ -24,6 +24,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from supermask.recipes.learn import CheckpointPolicy, block_name
 from supermask.recipes.recipe import Recipe
@@ -97,7 +98,10 @@ class TrainRun:
     def __init__(self, recipe: Recipe, workers: int, storage_path: Path, events_path: Path) -> None:
         run = recipe.run
         self.workers, self.events_path = workers, events_path
-        self.box = PlanBox.remote(workers)
+        # The box lives on the driver's node: a worker node that dies takes its actors with it, and
+        # restarted workers must still find their plan.
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self.box = PlanBox.options(scheduling_strategy=here).remote(workers)
         storage_path.mkdir(parents=True, exist_ok=True)
         # Task-parallel workers never talk to each other, so they need no torch process group:
         # the plain trainer starts about 5 s sooner than TorchTrainer on a 2-core machine.
@@ -143,14 +147,12 @@ class TrainRun:
 
     def start(self, plan: SearchPlan | None) -> None:
         if plan is not None:
-            tasks = sum(map(len, plan.blocks))
-            log.info(
-                "Ray Train: %s over %d worker(s), %d block(s) of up to %d task(s), %d task(s) in all",
+            log.debug(
+                "Ray Train: %s over %d worker(s), %d block(s) of up to %d task(s)",
                 plan.recipe.run.strategy,
                 self.workers,
                 len(plan.blocks),
                 max(map(len, plan.blocks)),
-                tasks,
             )
         ray.get(self.box.set_plan.remote(plan))
 

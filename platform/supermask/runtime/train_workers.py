@@ -88,6 +88,26 @@ def _store_block(
         checkpoint.unlink(missing_ok=True)
 
 
+def _progress(plan: SearchPlan, ids: list[str], every_s: float = 2.0):
+    """A step hook that logs how far a block is, at most every `every_s` seconds and at its last step."""
+    last = [time.monotonic()]
+
+    def hook(info) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or info.step == info.total_steps:
+            last[0] = now
+            log_event(
+                Path(plan.events_path),
+                "block_progress",
+                first=ids[0],
+                tasks=len(ids),
+                step=info.step,
+                steps=info.total_steps,
+            )
+
+    return hook
+
+
 def _started(plan: SearchPlan, ids: list[str], **fields):
     def log_start(search) -> None:
         for task_id in ids:
@@ -110,6 +130,7 @@ def task_parallel_worker(config: dict) -> None:
             checkpoint=plan.checkpoint(ids),
             policy=plan.policy(),
             on_start=_started(plan, ids, rank=rank),
+            hooks=[_progress(plan, ids)],
         )
         _store_block(plan, bench, outcome, missing, rank=rank)
         learned += len(missing)
@@ -152,6 +173,7 @@ def data_parallel_worker(config: dict) -> None:
             policy=plan.policy(),
             write_checkpoints=rank == 0,
             evaluate=rank == 0,
+            hooks=[_progress(plan, ids)] if rank == 0 else [],
             on_start=started,
             before_result=average_bn_statistics,
             shard=(rank, world),

@@ -41,7 +41,7 @@ from supermask.store.journal import (
     record_end,
     scan_records,
 )
-from supermask.store.records import FORMAT_VERSION, record_problem
+from supermask.store.records import FORMAT_VERSION, mask_from_meta, record_problem
 from supermask.store.snapshot import (
     format_version,
     open_snapshot,
@@ -99,18 +99,7 @@ def _text(value: object) -> str:
 
 def _v1_mask(meta: dict, packed: np.ndarray, bn: dict[str, np.ndarray]) -> tuple[TaskMask | None, str | None]:
     """A format-1 mask, checked against its bits checksum: (mask, None) or (None, what is wrong)."""
-    mask = TaskMask(
-        task_id=str(meta["task_id"]),
-        packed=packed,
-        layer_names=[str(n) for n in meta["layer_names"]],
-        layer_shapes=[tuple(int(d) for d in s) for s in meta["layer_shapes"]],
-        layer_density=[float(d) for d in meta["layer_density"]],
-        base_fingerprint=str(meta["base_fingerprint"]),
-        bn_stats=bn,
-        metrics=meta["metrics"],
-        created=float(meta["created"]),
-        provenance={},
-    )
+    mask = mask_from_meta(meta, packed, bn)  # format 1 kept no provenance: it comes out empty
     if bits_checksum(packed) != meta["checksum"]:
         return (
             None,

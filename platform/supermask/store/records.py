@@ -99,18 +99,9 @@ def changed_fields(meta: dict, recorded: dict) -> list[str]:
 
 
 def mask_meta_fields(mask: TaskMask) -> dict:
-    """A mask's fields (no arrays) as plain JSON-ready values."""
-    return {
-        "task_id": mask.task_id,
-        "kind": KIND_MASK,
-        "layer_names": [str(n) for n in mask.layer_names],
-        "layer_shapes": [[int(d) for d in s] for s in mask.layer_shapes],
-        "layer_density": [float(d) for d in mask.layer_density],
-        "base_fingerprint": mask.base_fingerprint,
-        "metrics": mask.metrics,
-        "created": float(mask.created),
-        "provenance": mask.provenance,
-    }
+    """A mask's fields (no arrays) as plain JSON-ready values, with its kind."""
+    fields = mask.fields()
+    return {"task_id": fields.pop("task_id"), "kind": KIND_MASK, **fields}
 
 
 def mask_meta(mask: TaskMask, checksum: str | None = None) -> dict:
@@ -140,7 +131,7 @@ def mask_from_meta(meta: dict, packed: np.ndarray, bn_stats: dict[str, np.ndarra
         bn_stats=bn_stats,
         metrics=meta["metrics"],
         created=float(meta["created"]),
-        provenance=meta["provenance"],
+        provenance=meta.get("provenance") or {},  # format 1 kept none
     )
 
 
