@@ -1,137 +1,338 @@
 """GANimorph on the toy shape-deformation data: train, measure outline Hausdorff distances, draw samples.
 
-    .venv/bin/python benchmarks/toy_shapes.py [--resolution 32] [--steps 400] [--width 8] [--batch 8]
-    .venv/bin/python benchmarks/toy_shapes.py --ablation --steps 3000   # 3 discriminators x 2 cycle losses x 3 seeds
+    .venv/bin/python benchmarks/toy_shapes.py --steps 1000                     # one configuration
+    .venv/bin/python benchmarks/toy_shapes.py --ablation --jobs 2              # 3 discriminators x 2 cycle losses x seeds
+    .venv/bin/python benchmarks/toy_shapes.py --supermask --jobs 2             # trained vs supermask generators
 
 Each configuration trains one unpaired translation task (both directions) on `--train-size` images per
-domain for `--steps` generator steps, then translates `--test-size` held-out pairs both ways and scores
-the outlines of the translations against the true polygons (Hausdorff distances in unit-square
-coordinates, read from the images, never annotated). Two references put the numbers in scale:
-`identity` (the input returned unchanged: what drawing no deformation scores) and `truth` (the true
-target image: the outline extraction's own error). Runs with --checkpoint-dir resume where they stopped.
+domain for `--steps` generator steps, measuring it every `--eval-every` steps and at the end: it
+translates `--test-size` held-out pairs both ways and scores the outlines of the translations against
+the true polygons (Hausdorff distances in unit-square coordinates, read from the images, never
+annotated). Two references put the numbers in scale: `identity` (the input returned unchanged: what
+drawing no shape change scores; for X -> Y it is about the best a translation blind to the grid can
+do, since the deformations average to none) and `truth` (the true target image: the outline
+extraction's own error).
 
-Writes JSON (default benchmarks/results/toy_shapes.json) and one sample grid per configuration as PNG
-(default docs/toy_shapes/): each row is input, translation, cycle reconstruction and truth, for X -> Y
-on the left and Y -> X on the right.
+Every configuration keeps a checkpoint and, once finished, its result in `--work-dir`, so a rerun
+(after a kill, or with more seeds) trains only what is missing. Writes JSON (default
+benchmarks/results/toy_shapes.json), a sample grid per configuration and, for several
+configurations, a bar chart (default docs/toy_shapes/): each grid row is input, translation, cycle
+reconstruction and truth, for X -> Y on the left and Y -> X on the right.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from supermask.core.translation import TranslationSettings, TranslationTrainer, UnpairedImages, outline_scores
+from supermask.core.masks import MaskSpec
+from supermask.core.translation import TranslationSettings, TranslationTrainer, UnpairedImages
+from supermask.core.translation.evaluation import (
+    DIRECTIONS,
+    TranslationTestSet,
+    evaluate_translation,
+    references,
+    sample_grid,
+)
+from supermask.core.translation.records import record_from_trainer
 from supermask.data.toy_shapes import POLYGON_CHANNEL, ToyShapes, ToyShapesConfig
+from supermask.recipes.checkpoints import load_checkpoint, save_checkpoint
+from supermask.recipes.translation import save_png
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("toy_shapes")
+STATS = ("symmetric_mean", "truth_to_output_mean", "output_to_truth_mean", "detected_fraction")
 
 
-def summarise(images: torch.Tensor, polygons: list[np.ndarray]) -> dict[str, float]:
-    return outline_scores(images, polygons, channel=POLYGON_CHANNEL).summary()
+def load_data(args) -> tuple[UnpairedImages, TranslationTestSet, dict]:
+    """The training images and test pairs, generated once and cached in the work folder."""
+    cache = (
+        Path(args.work_dir)
+        / f"data-{args.resolution}px-seed{args.data_seed}-{args.train_size}-{args.test_size}.pt"
+    )
+    toy = ToyShapes(ToyShapesConfig(resolution=args.resolution, seed=args.data_seed))
+    if cache.exists():
+        saved = load_checkpoint(cache)
+    else:
+        train_x, train_y = toy.unpaired(args.train_size)
+        test_x, test_y, shapes = toy.test_pairs(args.test_size)
+        saved = {
+            "train_x": torch.from_numpy(train_x),
+            "train_y": torch.from_numpy(train_y),
+            "test_x": torch.from_numpy(test_x),
+            "test_y": torch.from_numpy(test_y),
+            "regular": torch.from_numpy(
+                np.stack(
+                    [
+                        np.pad(s.regular_polygon(), ((0, 7 - s.sides), (0, 0)), constant_values=np.nan)
+                        for s in shapes
+                    ]
+                )
+            ),
+            "deformed": torch.from_numpy(
+                np.stack(
+                    [
+                        np.pad(s.deformed_polygon(), ((0, 7 - s.sides), (0, 0)), constant_values=np.nan)
+                        for s in shapes
+                    ]
+                )
+            ),
+        }
+        save_checkpoint(saved, cache)
+
+    def polygons(t: torch.Tensor) -> list[np.ndarray]:
+        return [p[~np.isnan(p).any(axis=1)] for p in t.numpy()]
+
+    test = TranslationTestSet(
+        saved["test_x"],
+        saved["test_y"],
+        polygons(saved["regular"]),
+        polygons(saved["deformed"]),
+        channel=POLYGON_CHANNEL,
+        paired=True,
+    )
+    return UnpairedImages(saved["train_x"], saved["train_y"]), test, dataclasses.asdict(toy.config)
 
 
-def evaluate(trainer: TranslationTrainer, x: torch.Tensor, y: torch.Tensor, shapes: list) -> dict:
-    """Hausdorff distances of both translations to the true polygons."""
-    fake_y = trainer.translate(x, "xy")
-    fake_x = trainer.translate(y, "yx")
-    return {
-        "x_to_y": summarise(fake_y, [s.deformed_polygon() for s in shapes]),
-        "y_to_x": summarise(fake_x, [s.regular_polygon() for s in shapes]),
-        "cycle_l1_x": float((trainer.translate(fake_y, "yx") - x).abs().mean()),
-        "cycle_l1_y": float((trainer.translate(fake_x, "xy") - y).abs().mean()),
-    }
+def config_name(c: dict, resolution: int) -> str:
+    method = "trained" if c["method"] == "trained" else f"supermask{c['density']:g}"
+    return f"{resolution}px-{method}-w{c['width']}-{c['discriminator']}-{c['cycle']}-seed{c['seed']}"
 
 
-def references(x: torch.Tensor, y: torch.Tensor, shapes: list) -> dict:
-    """What returning the input scores, and what the true images score (the extraction's floor)."""
-    regular = [s.regular_polygon() for s in shapes]
-    deformed = [s.deformed_polygon() for s in shapes]
-    return {
-        "identity": {"x_to_y": summarise(x, deformed), "y_to_x": summarise(y, regular)},
-        "truth": {"x_to_y": summarise(y, deformed), "y_to_x": summarise(x, regular)},
-    }
-
-
-def sample_grid(
-    trainer: TranslationTrainer, x: torch.Tensor, y: torch.Tensor, path: Path, scale: int
-) -> None:
-    """Rows of [x, G(x), F(G(x)), y_true | y, F(y), G(F(y)), x_true], upscaled, as one PNG."""
-    fake_y, fake_x = trainer.translate(x, "xy"), trainer.translate(y, "yx")
-    rec_x, rec_y = trainer.translate(fake_y, "yx"), trainer.translate(fake_x, "xy")
-    gap = torch.full((x.shape[0], 3, x.shape[2], 2), 0.5)
-    row = torch.cat([x, fake_y, rec_x, y, gap, gap, y, fake_x, rec_y, x], dim=3)
-    row = F.pad(row, (0, 0, 0, 2), value=0.5)
-    grid = torch.cat(list(row), dim=1)
-    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def run_config(settings: TranslationSettings, data: UnpairedImages, test, args, name: str) -> dict:
-    trainer = TranslationTrainer(settings)
-    ckpt = Path(args.checkpoint_dir) / f"{name}.pt" if args.checkpoint_dir else None
-    if ckpt is not None and ckpt.exists():
-        trainer.load_state_dict(torch.load(ckpt, weights_only=True))
+def run_config(c: dict, args) -> dict:
+    """Train one configuration (resuming from its checkpoint) and measure it; the result is cached."""
+    torch.set_num_threads(args.threads)
+    name = config_name(c, args.resolution)
+    work = Path(args.work_dir)
+    done = work / f"{name}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    data, test, _ = load_data(args)
+    settings = TranslationSettings(
+        resolution=args.resolution,
+        seed=c["seed"],
+        width=c["width"],
+        disc_width=c["disc_width"],
+        blocks=args.blocks,
+        activation=args.activation,
+        discriminator=c["discriminator"],
+        cycle_loss=c["cycle"],
+        batch_size=args.batch,
+        lr=args.lr,
+        steps=args.steps,
+        method=c["method"],
+        free_params=args.free_params,
+        mask_discriminator=not args.trained_discriminator,
+    )
+    mask = MaskSpec("topk", c["density"]) if c["method"] == "supermask" else None
+    trainer = TranslationTrainer(settings, mask=mask)
+    ckpt = work / f"{name}.pt"
+    state = load_checkpoint(ckpt)
+    evals, spent = [], 0.0
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        evals, spent = state["evals"], state["seconds"]
         log.info("%s: resumed at step %d", name, trainer.step)
-    curve: list[dict] = []
-    started, first = time.perf_counter(), trainer.step
+    xy = lambda imgs: trainer.translate(imgs, "xy")  # noqa: E731
+    yx = lambda imgs: trainer.translate(imgs, "yx")  # noqa: E731
+    started, last_save = time.perf_counter(), time.perf_counter()
 
     def on_step(m: dict) -> None:
-        if m["step"] % args.log_every == 0 or m["step"] == args.steps - 1:
-            curve.append(m)
-            log.info("%s step %d: %s", name, m["step"], {k: round(v, 4) for k, v in m.items() if k != "step"})
-        if ckpt is not None and (m["step"] + 1) % args.checkpoint_every == 0:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(trainer.state_dict(), ckpt)
+        nonlocal last_save
+        step = trainer.step
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            scores = evaluate_translation(xy, yx, test.head(args.eval_size))
+            evals.append(
+                {
+                    "step": step,
+                    "hausdorff_score": scores["hausdorff_score"],
+                    **{d: scores[d]["symmetric_mean"] for d in DIRECTIONS},
+                }
+            )
+            log.info(
+                "%s step %d: X->Y %.3f Y->X %.3f (g_loss %.3f)",
+                name,
+                step,
+                evals[-1]["x_to_y"],
+                evals[-1]["y_to_x"],
+                m["g_loss"],
+            )
+        if time.perf_counter() - last_save > args.checkpoint_seconds:
+            state = {
+                "trainer": trainer.state_dict(),
+                "evals": evals,
+                "seconds": spent + time.perf_counter() - started,
+            }
+            save_checkpoint(state, ckpt)
+            last_save = time.perf_counter()
 
     trainer.run(data, args.steps, on_step=on_step)
-    seconds = time.perf_counter() - started
-    x, y, shapes = test
-    scores = evaluate(trainer, x, y, shapes)
+    seconds = spent + time.perf_counter() - started
+    scores = evaluate_translation(xy, yx, test)
+    evals.append(
+        {
+            "step": trainer.step,
+            "hausdorff_score": scores["hausdorff_score"],
+            **{d: scores[d]["symmetric_mean"] for d in DIRECTIONS},
+        }
+    )
     png = Path(args.docs) / f"{name}.png"
-    sample_grid(trainer, x[: args.samples], y[: args.samples], png, max(1, 128 // settings.resolution))
-    log.info("%s: %s", name, json.dumps({k: scores[k] for k in ("x_to_y", "y_to_x")}))
-    return {
+    save_png(sample_grid(xy, yx, test, args.samples, scale=max(1, 128 // args.resolution)), png)
+    record = record_from_trainer(trainer, name)
+    result = {
         "name": name,
+        "config": c,
         "settings": settings.to_dict(),
-        "steps": args.steps,
+        "steps": trainer.step,
         "train_seconds": seconds,
-        "seconds_per_step": seconds / max(1, args.steps - first),
+        "seconds_per_step": seconds / max(1, trainer.step),
+        "bytes_per_task": record.nbytes,
+        "generator_weights": sum(
+            p.numel() for n, p in trainer.g_xy.named_parameters() if n.endswith("weight")
+        )
+        * 2
+        if c["method"] == "trained"
+        else sum(p.numel() for n, p in trainer.g_xy.net.named_parameters() if n in trainer.g_xy.masked_names)
+        * 2,
         "scores": scores,
-        "curve": curve,
+        "evals": evals,
         "samples_png": str(png.relative_to(ROOT) if png.is_relative_to(ROOT) else png),
     }
+    done.write_text(json.dumps(plain(result), indent=1))
+    ckpt.unlink(missing_ok=True)
+    log.info(
+        "%s: X->Y %.3f, Y->X %.3f in %.0f s",
+        name,
+        scores["x_to_y"]["symmetric_mean"],
+        scores["y_to_x"]["symmetric_mean"],
+        seconds,
+    )
+    return plain(result)
+
+
+def group_key(r: dict) -> tuple:
+    c = r["config"]
+    return (
+        c["method"],
+        c["density"] if c["method"] == "supermask" else None,
+        c["width"],
+        c["discriminator"],
+        c["cycle"],
+    )
 
 
 def table(runs: list[dict]) -> list[dict]:
-    """Mean and spread over seeds of each (discriminator, cycle loss) pair."""
+    """Mean and spread (standard deviation over seeds) of each configuration, seeds pooled."""
     rows = []
-    key = lambda r: (r["settings"]["discriminator"], r["settings"]["cycle_loss"])  # noqa: E731
-    for (disc, cycle), group in itertools.groupby(sorted(runs, key=key), key=key):
+    for _key, group in itertools.groupby(
+        sorted(runs, key=lambda r: str(group_key(r))), key=lambda r: str(group_key(r))
+    ):
         group = list(group)
-        row = {"discriminator": disc, "cycle_loss": cycle, "seeds": [g["settings"]["seed"] for g in group]}
-        for direction in ("x_to_y", "y_to_x"):
-            for stat in ("symmetric_mean", "truth_to_output_mean", "detected_fraction"):
-                values = np.array([g["scores"][direction][stat] for g in group], dtype=np.float64)
-                row[f"{direction}/{stat}"] = float(np.nanmean(values)) if np.isfinite(values).any() else None
-                row[f"{direction}/{stat}_spread"] = (
-                    float(np.nanstd(values)) if np.isfinite(values).any() else None
+        c = group[0]["config"]
+        row = {k: c[k] for k in ("method", "density", "width", "discriminator", "cycle")}
+        row["seeds"] = [g["config"]["seed"] for g in group]
+        row["bytes_per_task"] = group[0]["bytes_per_task"]
+        row["seconds_per_step"] = float(np.mean([g["seconds_per_step"] for g in group]))
+        for d in DIRECTIONS:
+            for stat in STATS:
+                values = np.array(
+                    [np.nan if g["scores"][d][stat] is None else g["scores"][d][stat] for g in group],
+                    dtype=np.float64,
                 )
+                ok = np.isfinite(values)
+                row[f"{d}/{stat}"] = float(values[ok].mean()) if ok.any() else None
+                row[f"{d}/{stat}_spread"] = float(values[ok].std()) if ok.any() else None
+        values = np.array([g["scores"]["hausdorff_score"] for g in group])
+        row["hausdorff_score"], row["hausdorff_score_spread"] = float(values.mean()), float(values.std())
         rows.append(row)
     return rows
+
+
+def markdown(rows: list[dict], refs: dict) -> str:
+    """The table as Markdown, with the identity and truth references first."""
+    lines = [
+        "| configuration | seeds | X->Y symmetric | X->Y truth->output | X->Y found | Y->X symmetric | Y->X truth->output | Y->X found | bytes per task |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for ref in ("identity", "truth"):
+        r = refs[ref]
+        lines.append(
+            f"| {ref} (reference) | - | {r['x_to_y']['symmetric_mean']:.3f} | {r['x_to_y']['truth_to_output_mean']:.3f} | "
+            f"{r['x_to_y']['detected_fraction']:.2f} | {r['y_to_x']['symmetric_mean']:.3f} | "
+            f"{r['y_to_x']['truth_to_output_mean']:.3f} | {r['y_to_x']['detected_fraction']:.2f} | - |"
+        )
+
+    def cell(row, key, digits=3):
+        v, s = row.get(key), row.get(f"{key}_spread")
+        return "n/a" if v is None else f"{v:.{digits}f} +- {s:.{digits}f}"
+
+    for row in rows:
+        method = "trained" if row["method"] == "trained" else f"supermask {row['density']:g}"
+        lines.append(
+            f"| {method} w{row['width']} {row['discriminator']} {row['cycle']} | {len(row['seeds'])} | "
+            f"{cell(row, 'x_to_y/symmetric_mean')} | {cell(row, 'x_to_y/truth_to_output_mean')} | "
+            f"{cell(row, 'x_to_y/detected_fraction', 2)} | {cell(row, 'y_to_x/symmetric_mean')} | "
+            f"{cell(row, 'y_to_x/truth_to_output_mean')} | {cell(row, 'y_to_x/detected_fraction', 2)} | {row['bytes_per_task']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], refs: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    labels = [
+        ("trained" if r["method"] == "trained" else f"mask {r['density']:g}")
+        + f" w{r['width']}\n{r['discriminator']}\n{r['cycle'].replace('_', ' ')}"
+        for r in rows
+    ]
+    for ax, d in zip(axes, DIRECTIONS, strict=True):
+        means = [r[f"{d}/symmetric_mean"] or np.nan for r in rows]
+        spreads = [r[f"{d}/symmetric_mean_spread"] or 0.0 for r in rows]
+        colours = [
+            "#4477aa"
+            if r["discriminator"] == "dilated"
+            else "#cc6677"
+            if r["discriminator"] == "patch"
+            else "#999933"
+            for r in rows
+        ]
+        ax.bar(range(len(rows)), means, yerr=spreads, color=colours, capsize=3)
+        ax.axhline(
+            refs["identity"][d]["symmetric_mean"],
+            color="black",
+            ls="--",
+            lw=1,
+            label="identity (no shape change)",
+        )
+        ax.axhline(
+            refs["truth"][d]["symmetric_mean"], color="grey", ls=":", lw=1, label="truth (extraction error)"
+        )
+        ax.set_xticks(range(len(rows)), labels, fontsize=6)
+        ax.set_title(f"{'X -> Y (needs the grid read)' if d == 'x_to_y' else 'Y -> X'}")
+    axes[0].set_ylabel("symmetric Hausdorff, mean +- sd over seeds")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plain(value):
@@ -145,96 +346,128 @@ def plain(value):
     return value
 
 
+def configurations(args) -> list[dict]:
+    if args.ablation:
+        grid = itertools.product(
+            ["trained"], [args.width], ["dilated", "patch", "global"], ["ms_ssim_l1", "l1"], args.seeds
+        )
+    elif args.supermask:
+        grid = itertools.chain(
+            itertools.product(["trained"], [args.width], ["dilated"], ["ms_ssim_l1"], args.seeds),
+            itertools.product(["supermask"], args.mask_widths, ["dilated"], ["ms_ssim_l1"], args.seeds),
+        )
+    else:
+        grid = itertools.product(args.methods, [args.width], args.discriminators, args.cycle, args.seeds)
+    return [
+        {
+            "method": m,
+            "width": w,
+            "disc_width": args.disc_width * w // args.width,
+            "discriminator": d,
+            "cycle": c,
+            "seed": s,
+            "density": args.density,
+        }
+        for m, w, d, c, s in grid
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=400, help="generator steps per configuration")
+    parser.add_argument("--steps", type=int, default=1000, help="generator steps per configuration")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--width", type=int, default=8, help="generator base width (the source: 64)")
-    parser.add_argument("--disc-width", type=int, default=8, help="discriminator base width (the source: 64)")
-    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--width", type=int, default=4, help="generator base width (the source: 64)")
+    parser.add_argument("--disc-width", type=int, default=4, help="discriminator base width (the source: 64)")
+    parser.add_argument("--blocks", type=int, default=1, help="blocks per group (the source: 3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the source: 2e-4)")
     parser.add_argument("--activation", default="leaky_relu", choices=["leaky_relu", "relu"])
+    parser.add_argument("--methods", nargs="+", default=["trained"], choices=["trained", "supermask"])
+    parser.add_argument("--density", type=float, default=0.5, help="supermask: fraction of weights kept")
+    parser.add_argument("--free-params", default="affine", choices=["affine", "none"])
+    parser.add_argument(
+        "--trained-discriminator", action="store_true", help="supermask: train the discriminators"
+    )
     parser.add_argument(
         "--discriminators", nargs="+", default=["dilated"], choices=["dilated", "patch", "global"]
     )
     parser.add_argument("--cycle", nargs="+", default=["ms_ssim_l1"], choices=["ms_ssim_l1", "l1"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument(
-        "--ablation", action="store_true", help="all discriminators, both cycle losses, seeds 0 1 2"
+        "--ablation", action="store_true", help="3 discriminators x 2 cycle losses x --seeds, trained"
+    )
+    parser.add_argument(
+        "--supermask", action="store_true", help="trained vs supermask generators (dilated, MS-SSIM)"
+    )
+    parser.add_argument(
+        "--mask-widths",
+        nargs="+",
+        type=int,
+        default=[4, 8],
+        help="--supermask: widths of the frozen networks",
     )
     parser.add_argument("--train-size", type=int, default=1000, help="training images per domain")
-    parser.add_argument("--test-size", type=int, default=100, help="held-out pairs scored")
+    parser.add_argument("--test-size", type=int, default=100, help="held-out pairs scored at the end")
+    parser.add_argument(
+        "--eval-every", type=int, default=250, help="steps between measurements (0: at the end)"
+    )
+    parser.add_argument("--eval-size", type=int, default=50, help="held-out pairs scored on the way")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=6, help="rows in each sample grid")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--checkpoint-dir", default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per configuration")
+    parser.add_argument("--jobs", type=int, default=1, help="configurations trained at once (processes)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--work-dir",
+        default=str(ROOT / "runs/benchmarks/toy_shapes"),
+        help="checkpoints and finished configurations",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/toy_shapes.json"))
     parser.add_argument("--docs", default=str(ROOT / "docs/toy_shapes"))
+    parser.add_argument("--plot", default=None, help="bar chart PNG (default: DOCS/<out name>.png)")
     args = parser.parse_args()
-    if args.ablation:
-        args.discriminators, args.cycle, args.seeds = (
-            ["dilated", "patch", "global"],
-            ["ms_ssim_l1", "l1"],
-            [0, 1, 2],
-        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    toy = ToyShapes(ToyShapesConfig(resolution=args.resolution, seed=args.data_seed))
-    train_x, train_y = toy.unpaired(args.train_size)
-    data = UnpairedImages(torch.from_numpy(train_x), torch.from_numpy(train_y))
-    test_x, test_y, shapes = toy.test_pairs(args.test_size)
-    test = (torch.from_numpy(test_x), torch.from_numpy(test_y), shapes)
+    _, test, data_config = load_data(args)
+    refs = references(test)
     log.info(
-        "data: %d + %d training images, %d test pairs in %.1f s",
-        len(train_x),
-        len(train_y),
-        len(shapes),
-        time.perf_counter() - started,
+        "identity: X->Y %.3f, Y->X %.3f",
+        refs["identity"]["x_to_y"]["symmetric_mean"],
+        refs["identity"]["y_to_x"]["symmetric_mean"],
     )
-    refs = references(test[0], test[1], shapes)
-    log.info("references: %s", json.dumps(refs))
-
-    runs = []
-    for disc, cycle, seed in itertools.product(args.discriminators, args.cycle, args.seeds):
-        settings = TranslationSettings(
-            resolution=args.resolution,
-            seed=seed,
-            width=args.width,
-            disc_width=args.disc_width,
-            blocks=args.blocks,
-            activation=args.activation,
-            discriminator=disc,
-            cycle_loss=cycle,
-            batch_size=args.batch,
-        )
-        name = f"{args.resolution}px-{disc}-{cycle}-seed{seed}"
-        runs.append(run_config(settings, data, test, args, name))
-
+    configs = configurations(args)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(run_config, configs, [args] * len(configs)))
+    else:
+        runs = [run_config(c, args) for c in configs]
+    rows = table(runs)
     result = {
         "benchmark": "toy_shapes",
         "command": " ".join(["benchmarks/toy_shapes.py", *sys.argv[1:]]),
-        "args": {k: v for k, v in vars(args).items() if k not in ("out", "docs")},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "threads": args.threads,
-        },
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "docs", "work_dir", "plot")},
+        "device": f"CPU ({platform.processor() or platform.machine()}), {args.threads} torch thread(s) per configuration, {args.jobs} at once",
+        "machine": {"platform": platform.platform(), "cpus": multiprocessing.cpu_count()},
         "torch": torch.__version__,
-        "data": {**toy.config.__dict__, "train_size": args.train_size, "test_size": args.test_size},
-        "references": refs,
+        "data": {**data_config, "train_size": args.train_size, "test_size": args.test_size},
+        "references": plain(refs),
         "runs": runs,
-        "table": table(runs),
+        "table": rows,
+        "markdown": markdown(rows, refs),
         "total_seconds": time.perf_counter() - started,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(plain(result), indent=1, allow_nan=False) + "\n")
+    if len(rows) > 1:
+        png = Path(args.plot) if args.plot else Path(args.docs) / f"{out.stem}.png"
+        plot(rows, refs, png, f"{result['command']} ({args.steps} steps, {args.resolution} px)")
+    print(result["markdown"])
     log.info("wrote %s in %.0f s", out, result["total_seconds"])
 
 
