@@ -20,6 +20,7 @@ import yaml
 
 from supermask.config.reservoir_checks import check_reservoir_fields
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
+from supermask.config.translation_spec import check_translation_spec
 from supermask.core.fields import choices, in_range
 from supermask.core.inference import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
@@ -28,8 +29,10 @@ from supermask.core.nns import NNsConfig
 from supermask.core.probes import ProbeConfig
 from supermask.core.recovery import RecoveryConfig
 from supermask.core.search import SearchConfig
+from supermask.core.translation.settings import TranslationSettings
 from supermask.core.weight_methods import WEIGHT_METHODS, WeightSpec, check_weight_spec
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
+from supermask.data.translation_streams import is_translation_stream
 from supermask.store.reservoir_layout import StoreSpec
 
 __all__ = ["RunSpec", "Spec", "SpecError", "dump_spec", "load_spec", "spec_from_dict"]
@@ -88,10 +91,13 @@ class Spec:
         default_factory=ProbeConfig
     )  # norm, churn and saturation probes (every: 0 = off)
     weights: WeightSpec = field(default_factory=WeightSpec)  # with learn: weights
+    translation: TranslationSettings = field(default_factory=TranslationSettings)  # translation streams
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["base"].pop("input_shape")  # resolved from the stream, never written in a spec
+        for key in ("resolution", "channels"):  # likewise
+            d["translation"].pop(key)
         return d
 
 
@@ -115,6 +121,13 @@ def _check_cross_fields(spec: Spec) -> None:
         stream = stream_of(spec.stream, spec.data)  # reads no data
     except ValueError as e:
         raise SpecError(f"stream: {e}") from None
+    if is_translation_stream(spec.stream.name):
+        return check_translation_spec(spec, stream)
+    if spec.translation != TranslationSettings():
+        raise SpecError(
+            f"translation: stream {spec.stream.name!r} is not a translation stream; remove the translation "
+            f"section (it applies to streams {', '.join(n for n in STREAMS.names() if is_translation_stream(n))})"
+        )
     if spec.base.arch not in ARCHITECTURES:
         raise SpecError(f"base.arch: got {spec.base.arch!r}; known: {', '.join(ARCHITECTURES.names())}")
     if spec.mask.method not in MASK_METHODS:

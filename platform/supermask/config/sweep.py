@@ -22,13 +22,14 @@ import yaml
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
 from supermask.config.spec import Spec, spec_from_dict
 from supermask.core.fields import choices, in_range
+from supermask.data.translation_streams import is_translation_stream
 
 ALGORITHMS = ("random", "grid", "optuna", "hyperopt")
 OPTIONAL_ALGORITHMS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # algorithm -> module (and extra)
 SCHEDULERS = ("asha", "none")
-METRICS = ("val_accuracy", "val_accuracy_at_density")
+METRICS = ("val_accuracy", "val_accuracy_at_density", "val_hausdorff")  # the last for translation specs
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-SEARCHABLE_SECTIONS = ("base", "mask", "search", "weights")
+SEARCHABLE_SECTIONS = ("base", "mask", "search", "weights", "translation")
 DENSITY_TOLERANCE = 1e-3  # a trial within this of the budget is feasible (top-k rounds to whole weights)
 _DISTRIBUTION_HELP = (
     "{grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}"
@@ -143,8 +144,17 @@ class Sweep:
         return self.spec.num_samples * math.prod(len(d.points()) for d in crossed)
 
     @property
+    def is_translation(self) -> bool:
+        """Whether the base spec's stream is a translation stream (trials train translation tasks)."""
+        return is_translation_stream(self.base["stream"]["name"])
+
+    @property
     def max_epochs(self) -> int | None:
-        """The most epochs a trial can run; None when budgets are given in iterations."""
+        """The most epochs a trial can run; None when budgets are given in iterations.
+
+        A translation trial's "epochs" are its measurements (every translation.eval_every steps)."""
+        if self.is_translation:
+            return max(translation_measurements(self.base["translation"], self.space))
         if self.base["search"]["iterations"] is not None or "search.iterations" in self.space:
             return None
         if "search.epochs" in self.space:
@@ -169,6 +179,13 @@ class Sweep:
         data.pop("base_spec_path")
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def translation_measurements(translation: dict, space: dict[str, Distribution]) -> list[int]:
+    """How many measurements a translation trial makes, for each budget the sweep can give it."""
+    steps = space["translation.steps"].points() if "translation.steps" in space else [translation["steps"]]
+    every = translation["eval_every"]
+    return [math.ceil(n / every) if every else 1 for n in steps]
 
 
 def plain(value: Any) -> Any:
@@ -364,6 +381,15 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
             "each task's own network: set weights.mode: per_task (e.g. set: {weights.mode: per_task})"
         )
     sweep = Sweep(spec, str(base_path), base, {})
+    if sweep.is_translation != (spec.metric == "val_hausdorff"):
+        raise SpecError(
+            f"metric: got {spec.metric!r}; "
+            + (
+                f"base spec {spec.base_spec} trains translation tasks, which are scored by val_hausdorff"
+                if sweep.is_translation
+                else "val_hausdorff scores translation tasks; use val_accuracy or val_accuracy_at_density"
+            )
+        )
     trial_base = sweep.trial_base()
     try:
         spec_from_dict(trial_base)

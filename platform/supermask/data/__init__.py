@@ -5,6 +5,7 @@ from supermask.data import (  # noqa: F401  (each module registers its streams)
     image_streams,
     synthetic,
     text_streams,
+    translation_streams,
 )
 from supermask.data.cifar import load_cifar100
 from supermask.data.datasets import DataConfig, DatasetUnavailable, ImageDataset, default_data_root

@@ -79,6 +79,7 @@ def _resolved(spec) -> tuple[object, str]:
 
 def _cmd_run(args) -> int:
     from supermask.config.spec import dump_spec, load_spec
+    from supermask.config.translation_spec import is_translation_spec
     from supermask.interface.memory_report import forgetting_line, memory_line
     from supermask.interface.report import write_report
     from supermask.runtime.fine_tune_job import run_fine_tune
@@ -87,6 +88,10 @@ def _cmd_run(args) -> int:
     from supermask.runtime.session import ray_session
 
     spec = load_spec(args.spec, args.overrides)
+    if is_translation_spec(spec):
+        from supermask.interface.translation_cli import run_translation_command
+
+        return run_translation_command(args, spec)
     job = run_reservoir_job if spec.store.has_reservoir else run_job
     if args.check:
         from supermask.data import DatasetUnavailable
@@ -226,14 +231,25 @@ def _cmd_tune(args) -> int:
     except KeyboardInterrupt:
         print("supermask: interrupted; run the same command again to resume the sweep", file=sys.stderr)
         return 130
-    record = write_sweep_report(sweep, outcome, out_dir)
+    if sweep.is_translation:
+        from supermask.interface.translation_sweep_report import write_translation_sweep_report
+
+        record = write_translation_sweep_report(sweep, outcome, out_dir)
+    else:
+        record = write_sweep_report(sweep, outcome, out_dir)
     counts = record["status_counts"]
     print(
         f"{record['num_trials']} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
         f"early, {counts['error']} failed, {counts['unfinished']} unfinished; {outcome.seconds:.1f} s"
     )
     best = record["best"]
-    if best is not None:
+    if best is not None and sweep.is_translation:
+        settings = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        print(
+            f"best: {best['trial_id']} ({settings}): validation Hausdorff score {best['metrics']['val_hausdorff']:.4f}"
+        )
+        print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'best.yaml'} and {out_dir / 'report.md'}")
+    elif best is not None:
         settings = ", ".join(f"{k}={v}" for k, v in best["config"].items())
         print(
             f"best: {best['trial_id']} ({settings}): val accuracy {best['metrics']['val_accuracy']:.4f} "

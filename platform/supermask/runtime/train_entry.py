@@ -21,3 +21,17 @@ def data_parallel(config: dict) -> None:
     from supermask.runtime.train_workers import data_parallel_worker
 
     data_parallel_worker(config)
+
+
+def translation_task_parallel(config: dict) -> None:
+    """A translation worker training its own tasks: see supermask.runtime.translation_workers."""
+    from supermask.runtime.translation_workers import task_parallel_worker
+
+    task_parallel_worker(config)
+
+
+def translation_data_parallel(config: dict) -> None:
+    """A translation worker sharing every task with the others: see supermask.runtime.translation_workers."""
+    from supermask.runtime.translation_workers import data_parallel_worker
+
+    data_parallel_worker(config)

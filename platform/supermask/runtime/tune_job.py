@@ -24,6 +24,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from supermask.config.schema import SpecError
 from supermask.config.sweep import OPTIONAL_ALGORITHMS, Distribution, Sweep
 from supermask.recipes.results import SweepOutcome, TrialRecord
+from supermask.runtime.translation_trial import translation_trial
 from supermask.runtime.tune_state import StateBackup, repair_checkpoints, repair_experiment
 from supermask.runtime.tune_trial import CHECKPOINT_FILE, TrialContext, sweep_trial
 
@@ -157,8 +158,9 @@ def run_sweep(sweep: Sweep, out_dir: Path, progress: bool = True) -> SweepOutcom
     # num_to_keep=1 makes Tune snapshot its state at every trial checkpoint, which it warns about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     resources = sweep.spec.resources_per_trial
+    trial = translation_trial if sweep.is_translation else sweep_trial
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, context=TrialContext(sweep, str(out_dir))),
+        tune.with_parameters(trial, context=TrialContext(sweep, str(out_dir))),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     backup = out_dir / STATE_BACKUP
@@ -234,7 +236,9 @@ def prune_checkpoints(outcome: SweepOutcome) -> int:
 def _history(frame) -> list[dict]:
     if frame is None or "epoch" not in getattr(frame, "columns", ()):
         return []
-    columns = [c for c in ("epoch", "val_accuracy", "density", "objective") if c in frame.columns]
+    columns = [
+        c for c in ("epoch", "val_accuracy", "val_hausdorff", "density", "objective") if c in frame.columns
+    ]
     rows = frame[columns].dropna(subset=["epoch"]).drop_duplicates(subset="epoch", keep="last")
     return [
         {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows.to_dict("records")
