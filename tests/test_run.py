@@ -152,3 +152,24 @@ def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
             ray.get(wrong.fingerprint.remote())
     finally:
         store.close()
+
+
+def test_fine_tuning_one_network_through_the_stream_forgets_and_a_rerun_learns_nothing(
+    ray_cluster, tmp_path, capsys
+):
+    fine_tune = ("learn=weights", "weights.mode=fine_tune", "search.lr=0.05")
+    assert run(tmp_path, *fine_tune) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    matrix = first["forgetting"]["accuracy_matrix"]
+    assert [len(row) for row in matrix] == [1, 2, 3]  # row t: tasks 0..t after task t
+    assert (
+        matrix[0][0] > 0.6 and first["forgetting"]["average_forgetting"] > 0.2
+    )  # the next tasks overwrite it
+    assert [t["forgetting"] for t in first["tasks"]][-1] == 0.0
+    capsys.readouterr()
+    assert main(["store", "ls", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count(" weights dense float32 ") == 3  # records of trained weights
+    assert run(tmp_path, *fine_tune) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert all(t["resumed_from_store"] for t in again["tasks"])
+    assert again["forgetting"] == first["forgetting"]
