@@ -143,7 +143,8 @@ def _cmd_run(args) -> int:
     _print_inference(results)
     for line in reservoir_summary(results):
         print(line)
-    print(memory_line(results["memory"]))
+    if results["memory"]:  # None where the run's records give no size (the reservoir's bytes line says it)
+        print(memory_line(results["memory"]))
     if results.get("forgetting"):
         print(forgetting_line(results["forgetting"]))
     print(f"data: {results['data_source']}")

@@ -212,7 +212,7 @@ def write_report(spec: Spec, result: JobResult, out_dir: Path) -> dict:
         f"{next((t.mask_bytes for t in result.tasks if t.mask_bytes), 0):,}"
         if spec.learn == "masks"
         else f"- weights per network: {result.num_weights:,}",
-        f"- {memory_line(results['memory'])}",
+        *([f"- {memory_line(results['memory'])}"] if results["memory"] else []),
         *([f"- {forgetting_line(result.forgetting)}"] if result.forgetting else []),
         "",
         "![per-task accuracy](accuracy.png)",

@@ -148,6 +148,45 @@ def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list
         (out_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
 
 
+def learn_tasks(
+    recipe: Recipe,
+    store,
+    ids: list[str],
+    todo: list[int],
+    out_dir: Path,
+    result: JobResult,
+    progress: bool,
+    train: TrainRun | None,
+) -> None:
+    """Learn tasks `todo` (indices into `ids`) on Ray Train into `store` (a MaskStore, or what stands for
+    one: `missing(ids)` and `put_many`), with a progress bar; fills the result's workers, stack size,
+    learning seconds and timing. With nothing to do, a Train run started early is abandoned."""
+    if not todo:
+        _abandon(train)
+        return
+    events = out_dir / "events.jsonl"
+    train = train or _start_train(recipe, out_dir, len(todo))
+    try:
+        with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
+            try:
+                plan = _plan(recipe, store, todo, out_dir, train)
+            except BaseException:
+                _abandon(train)
+                raise
+            bar.started(plan)
+            result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
+            train.start(plan)
+            result.learn_seconds = train.wait()
+    except ray.train.TrainingFailedError as e:
+        left = store.missing(ids)
+        raise JobFailed(
+            f"mask search failed after {recipe.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
+            f"tasks unlearned ({e}); the {len(ids) - len(left)} stored tasks are kept: run the same "
+            "command again to resume, or see the worker logs above"
+        ) from e
+    result.timing.update(learn_timing(read_events(events), result.learn_seconds))
+
+
 def _learn_and_evaluate(
     recipe: Recipe,
     out_dir: Path,
@@ -157,7 +196,6 @@ def _learn_and_evaluate(
     relearn: bool,
     train: TrainRun | None,
 ) -> None:
-    events = out_dir / "events.jsonl"
     ids = recipe.task_ids()
     try:
         _check_provenance(recipe, out_dir, store, ids, relearn)
@@ -174,29 +212,7 @@ def _learn_and_evaluate(
             len(ids),
             len(todo),
         )
-    if not todo:
-        _abandon(train)
-    else:
-        train = train or _start_train(recipe, out_dir, len(todo))
-        try:
-            with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
-                try:
-                    plan = _plan(recipe, store, todo, out_dir, train)
-                except BaseException:
-                    _abandon(train)
-                    raise
-                bar.started(plan)
-                result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
-                train.start(plan)
-                result.learn_seconds = train.wait()
-        except ray.train.TrainingFailedError as e:
-            left = store.missing(ids)
-            raise JobFailed(
-                f"mask search failed after {recipe.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
-                f"tasks unlearned ({e}); the {len(ids) - len(left)} stored masks are kept: run the same "
-                "command again to resume, or see the worker logs above"
-            ) from e
-        result.timing.update(learn_timing(read_events(events), result.learn_seconds))
+    learn_tasks(recipe, store, ids, todo, out_dir, result, progress, train)
 
     eval_started = time.perf_counter()
     read = store.get_weights_many if recipe.learns_weights else store.get_many  # never one kind as the other

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray
-import ray.train
 from tqdm.auto import tqdm
 
 from supermask.core.neuron_masks import patterns_from_masks
@@ -23,17 +21,8 @@ from supermask.data import stream_of
 from supermask.recipes.recipe import Recipe, stale_tasks
 from supermask.recipes.recovery_eval import evaluate_recovery, recovery_summary
 from supermask.recipes.results import JobResult, TaskOutcome
-from supermask.runtime.events import read_events
 from supermask.runtime.inference_job import new_result
-from supermask.runtime.job import (
-    JobFailed,
-    _abandon,
-    _check_provenance,
-    _LearningProgress,
-    _plan,
-    _start_train,
-    learn_timing,
-)
+from supermask.runtime.job import _abandon, _check_provenance, _start_train, learn_tasks
 from supermask.runtime.mask_store import MaskStore
 from supermask.runtime.placement import check_cluster
 from supermask.runtime.reservoir_store import ReservoirStore
@@ -168,7 +157,6 @@ def _learn(
     train,
 ) -> dict[int, TaskOutcome]:
     """Learn what the stores lack (as the main job does) and read back what each task's search measured."""
-    events = out_dir / "events.jsonl"
     ids = recipe.task_ids()
     try:
         if stores.masks is not None:
@@ -181,28 +169,7 @@ def _learn(
         raise
     outcomes = {t: TaskOutcome(t, tid, skipped=tid not in missing) for t, tid in enumerate(ids)}
     todo = [t for t, o in outcomes.items() if not o.skipped]
-    if not todo:
-        _abandon(train)
-    else:
-        train = train or _start_train(recipe, out_dir, len(todo))
-        try:
-            with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
-                try:
-                    plan = _plan(recipe, stores, todo, out_dir, train)
-                except BaseException:
-                    _abandon(train)
-                    raise
-                bar.started(plan)
-                result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
-                train.start(plan)
-                result.learn_seconds = train.wait()
-        except ray.train.TrainingFailedError as e:
-            left = stores.missing(ids)
-            raise JobFailed(
-                f"mask search failed after {recipe.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
-                f"tasks unlearned ({e}); what was stored is kept: run the same command again to resume"
-            ) from e
-        result.timing.update(learn_timing(read_events(events), result.learn_seconds))
+    learn_tasks(recipe, stores, ids, todo, out_dir, result, progress, train)
     if stores.masks is not None:
         for o, mask in zip(
             outcomes.values(), stores.masks.get_many(ids, fingerprint=recipe.base_fingerprint), strict=True
