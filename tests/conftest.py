@@ -15,6 +15,8 @@ import pytest
 import ray
 import torch
 
+from supermask.runtime.session import job_runtime_env
+
 # One thread per test process keeps timings sane on the 2-core CI machine.
 torch.set_num_threads(1)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -47,6 +49,7 @@ def ray_cluster():
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=200 * 1024**2,
+        runtime_env=job_runtime_env(),
         log_to_driver=False,
     )
     yield

@@ -12,6 +12,7 @@ from supermask.recipes.recipe import Recipe
 from supermask.runtime.events import read_events
 from supermask.runtime.job import run_job
 from supermask.runtime.mask_store import MaskStore
+from supermask.runtime.session import job_runtime_env
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def cluster():
         head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 100 * 1024**2},
     )
     workers = [c.add_node(num_cpus=1, object_store_memory=100 * 1024**2) for _ in range(2)]
-    ray.init(address=c.address, log_to_driver=False)
+    ray.init(address=c.address, runtime_env=job_runtime_env(), log_to_driver=False)
     c.wait_for_nodes()
     yield c, workers
     ray.shutdown()

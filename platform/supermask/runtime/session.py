@@ -70,6 +70,24 @@ def _not_for_the_console(record: logging.LogRecord) -> bool:
     return not any(text in record.getMessage() for text in QUIET_WARNINGS)
 
 
+def job_runtime_env() -> dict:
+    """The runtime environment of this program's Ray jobs (embedded or on a cluster).
+
+    Ray Train's controller polls its worker group every 2 s by default, and a run's start and end each
+    wait for those polls: on a 2-core machine a 2-task run finished 2 to 6 s sooner with 0.25 s
+    (measured in pairs, against noise of a few seconds). Polling every 0.25 s (a remote call per worker) costs little; set
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S to choose another interval. It is set in this process too (unless
+    set already), so the processes of an embedded Ray start with it.
+    """
+    interval = os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    return {
+        "env_vars": {
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval,
+        }
+    }
+
+
 @contextlib.contextmanager
 def ray_session(
     address: str | None = None,
@@ -87,7 +105,7 @@ def ray_session(
     if ray.is_initialized():
         yield Session(ray.cluster_resources())
         return
-    env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    env = job_runtime_env()
     started = time.perf_counter()
     with _ray_logs_to(log_file):
         if address:
