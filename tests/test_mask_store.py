@@ -474,8 +474,8 @@ def test_reshard_two_to_three_keeps_every_mask_once(ray_cluster, tmp_path, capsy
         store.close()
 
 
-def test_kill_9_shards_ten_times_during_puts(ray_cluster, tmp_path, capsys, record_property):
-    """The crash test: every acknowledged put survives 10 kill -9s (each shard hit), and `store verify` finds nothing corrupt."""
+def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, record_property):
+    """The crash test: every acknowledged put survives 6 kill -9s (each shard hit twice), and `store verify` finds nothing corrupt."""
     store = MaskStore.open(tmp_path, 3, compact_bytes=256 * 1024)  # compactions get killed too
     acked: list[str] = []
     attempted = {"n": 0, "retries": 0}
@@ -505,9 +505,9 @@ def test_kill_9_shards_ten_times_during_puts(ray_cluster, tmp_path, capsys, reco
     rng = random.Random(20)
     serve_s = []
     try:
-        for i in range(10):
+        for i in range(6):
             time.sleep(rng.uniform(0.02, 0.3))
-            shard = i % 3 if i < 3 else rng.randrange(3)
+            shard = i % 3
             actor = store.shard_actors[shard]
             pid = ray.get(actor.pid.remote())
             probe = next((t for t in reversed(acked) if store.layout.shard_of(t) == shard), None)
@@ -521,7 +521,7 @@ def test_kill_9_shards_ten_times_during_puts(ray_cluster, tmp_path, capsys, reco
         stop.set()
         thread.join(timeout=120)
     assert not failures, failures
-    assert len(acked) > 50, len(acked)
+    assert len(acked) > 30, len(acked)
     store.close()
     capsys.readouterr()
     assert cli.main(["store", "verify", str(tmp_path), "--json"]) == 0
@@ -538,7 +538,7 @@ def test_kill_9_shards_ten_times_during_puts(ray_cluster, tmp_path, capsys, reco
                 assert_same(f.get(t), make_mask(t))
     record_property("time_to_serve_s", serve_s)
     logging.getLogger(__name__).warning(
-        "kill -9 x10: %d puts acknowledged, %d client retries; time to serve after a kill: "
+        "kill -9 x6: %d puts acknowledged, %d client retries; time to serve after a kill: "
         "median %.2f s, max %.2f s",
         len(acked),
         attempted["retries"],
