@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,13 +25,17 @@ import ray
 from supermask.core.packing import TaskMask, query_count
 from supermask.core.weights_record import TaskWeights
 from supermask.runtime.shard_actor import (
-    NAMESPACE,
     ShardActor,
     ShardUnavailableError,
     shard_actor_name,
     wait_shards,
 )
-from supermask.runtime.shard_placement import default_actor_options, revive_lost_shards, start_shard_actors
+from supermask.runtime.shard_placement import (
+    default_actor_options,
+    end_actors,
+    revive_lost_shards,
+    start_shard_actors,
+)
 from supermask.store.errors import MaskNotFoundError
 from supermask.store.partitioning import (
     StoreLayout,
@@ -396,16 +399,7 @@ class MaskStore:
 
     def _kill(self) -> None:
         actors, self._actors = self._actors, []
-        for a in actors:
-            ray.kill(a, no_restart=True)
-        names = [shard_actor_name(self.root, i) for i in range(len(actors))]
-        deadline = time.monotonic() + 10.0
-        while names and time.monotonic() < deadline:  # let the next open() create fresh actors
-            try:
-                ray.get_actor(names[0], namespace=NAMESPACE)
-                time.sleep(0.05)
-            except ValueError:
-                names.pop(0)
+        end_actors(actors, [shard_actor_name(self.root, i) for i in range(len(actors))])
 
     def __enter__(self) -> MaskStore:
         return self

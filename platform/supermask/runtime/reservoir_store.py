@@ -29,7 +29,7 @@ from supermask.core.neuron_masks import patterns_from_masks
 from supermask.core.packing import TaskMask
 from supermask.core.recovery import RecoveryConfig, recover_batch
 from supermask.runtime.shard_actor import LOCK_WAIT_S, NAMESPACE, ShardUnavailableError, wait_shards
-from supermask.runtime.shard_placement import default_actor_options
+from supermask.runtime.shard_placement import default_actor_options, end_actors
 from supermask.store.errors import StoreLockedError
 from supermask.store.reservoir_file import ReservoirFile, pattern_digest
 from supermask.store.reservoir_layout import (
@@ -283,16 +283,7 @@ class ReservoirStore:
 
     def _kill(self) -> None:
         actors, self._actors = self._actors, []
-        for a in actors:
-            ray.kill(a, no_restart=True)
-        names = [reservoir_actor_name(self.root, i) for i in range(len(actors))]
-        deadline = time.monotonic() + 10.0
-        while names and time.monotonic() < deadline:  # let the next open() create fresh actors
-            try:
-                ray.get_actor(names[0], namespace=NAMESPACE)
-                time.sleep(0.05)
-            except ValueError:
-                names.pop(0)
+        end_actors(actors, [reservoir_actor_name(self.root, i) for i in range(len(actors))])
 
     def __enter__(self) -> ReservoirStore:
         return self

@@ -158,3 +158,18 @@ def revive_lost_shards(root: Path, actors: list, options: dict, compact_bytes: i
     for i in lost:
         actors[i] = fresh[i]
     return lost
+
+
+def end_actors(actors: list, names: list[str]) -> None:
+    """Kill named actors for good, and wait (up to 10 s) until their names are free, so that the next
+    open of the same store creates fresh actors rather than finding dying ones."""
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    names = list(names)
+    deadline = time.monotonic() + 10.0
+    while names and time.monotonic() < deadline:
+        try:
+            ray.get_actor(names[0], namespace=NAMESPACE)
+            time.sleep(0.05)
+        except ValueError:
+            names.pop(0)
