@@ -139,3 +139,17 @@ def test_core_imports_without_ray_or_the_runtime():
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     importlib.import_module("supermask.interface.cli")
+
+
+def test_the_mask_stores_actors_never_import_torch():
+    """A shard actor (and a store's client) needs only numpy and h5py: importing torch there costs every
+    store open seconds of start-up, competing with the Train workers that start beside it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import supermask.runtime.shard_actor, supermask.runtime.mask_store, supermask.store.maskfile\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

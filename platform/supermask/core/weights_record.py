@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the store's actors never need it
+    import torch
 
 RECORD_KINDS = ("mask", "weights")
 WEIGHTS_KIND = "weights"
@@ -262,9 +265,13 @@ class TaskWeights:
 
     def tensors(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """The weights as float32 tensors, ready for `base(x, weights=...)`."""
+        import torch
+
         return [torch.from_numpy(v.astype(np.float32)).to(device) for v in self.values]
 
     def bn_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        import torch
+
         return {
             k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device) for k, v in self.bn_stats.items()
         }
@@ -303,7 +310,7 @@ def task_weights(
         method=method,
         layer_names=list(base.masked_names),
         layer_shapes=[tuple(s) for s in base.layer_shapes],
-        values=[w.detach().to("cpu", torch.float32).numpy().astype(dtype) for w in weights],
+        values=[w.detach().float().cpu().numpy().astype(dtype) for w in weights],
         base_fingerprint=base.fingerprint,
         bn_stats={k: v.detach().cpu().numpy().astype(np.float32) for k, v in (bn_state or {}).items()},
         metrics=dict(metrics or {}),
