@@ -69,7 +69,9 @@ class PlanBox:
     """Where the workers of a Train run that is starting report their free memory and wait for their plan.
 
     Ray Train takes seconds to start its workers; the driver opens the store and plans the blocks
-    meanwhile, and sizes the blocks from the memory the workers report.
+    meanwhile, and sizes the blocks from the memory the workers report. The box keeps the plan as an
+    object reference it never opens: unpickling a plan imports torch and the package, seconds of a
+    small machine's time in a process that needs neither.
     """
 
     def __init__(self, workers: int) -> None:
@@ -77,7 +79,7 @@ class PlanBox:
         self.free: dict[int, int] = {}
         self._reported = asyncio.Event()
         self._planned = asyncio.Event()
-        self._plan: SearchPlan | None = None
+        self._plan: list[ray.ObjectRef] = []  # [plan] or [] (nothing to do), never resolved here
 
     async def report(self, rank: int, free_bytes: int) -> None:
         self.free[rank] = free_bytes
@@ -88,11 +90,11 @@ class PlanBox:
         await self._reported.wait()
         return [self.free[r] for r in sorted(self.free)]
 
-    async def set_plan(self, plan: SearchPlan | None) -> None:
+    async def set_plan(self, plan: list[ray.ObjectRef]) -> None:
         self._plan = plan
         self._planned.set()
 
-    async def plan(self) -> SearchPlan | None:
+    async def plan(self) -> list[ray.ObjectRef]:
         await self._planned.wait()
         return self._plan
 
@@ -163,7 +165,7 @@ class TrainRun:
                 len(plan.blocks),
                 max(map(len, plan.blocks)),
             )
-        ray.get(self.box.set_plan.remote(plan))
+        ray.get(self.box.set_plan.remote([] if plan is None else [ray.put(plan)]))
 
     def wait(self) -> float:
         self._thread.join()

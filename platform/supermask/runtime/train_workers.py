@@ -31,6 +31,12 @@ def free_bytes(device: str) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def _plan_from(box) -> SearchPlan | None:
+    """The plan a worker waits for in its run's PlanBox: a reference to it, or none (nothing to do)."""
+    refs = ray.get(box.plan.remote())
+    return ray.get(refs[0]) if refs else None
+
+
 def _worker_setup(config: dict) -> tuple[SearchPlan | None, int, int, Workbench]:
     """What every Train worker starts with: its rank and world size, the built recipe, and the plan."""
     recipe: Recipe = ray.get(config["recipe"])
@@ -50,7 +56,7 @@ def _worker_setup(config: dict) -> tuple[SearchPlan | None, int, int, Workbench]
         setup_seconds=time.perf_counter() - started,
     )
     ray.get(box.report.remote(rank, free_bytes(bench.device)))
-    return ray.get(box.plan.remote()), rank, world, bench
+    return _plan_from(box), rank, world, bench
 
 
 def _store_block(
