@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a store actor reads records without it
+    import torch
 
 RECORD_KINDS = ("mask", "weights")
 WEIGHTS_KIND = "weights"
@@ -262,9 +265,13 @@ class TaskWeights:
 
     def tensors(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """The weights as float32 tensors, ready for `base(x, weights=...)`."""
+        import torch
+
         return [torch.from_numpy(v.astype(np.float32)).to(device) for v in self.values]
 
     def bn_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        import torch
+
         return {
             k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device) for k, v in self.bn_stats.items()
         }
@@ -296,6 +303,8 @@ def task_weights(
     provenance: dict | None = None,
 ) -> TaskWeights:
     """A record of effective `weights` trained on `base` (a BaseNetwork), in float32 or float16."""
+    import torch
+
     if dtype not in VALUE_DTYPES:
         raise ValueError(f"weights dtype {dtype!r}; allowed: {', '.join(VALUE_DTYPES)}")
     return TaskWeights(
