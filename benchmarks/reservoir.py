@@ -173,7 +173,7 @@ def plot(results: list[dict], d: int, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("patterns stored k")
     ax.set_ylabel("fraction recovered exactly (10% bits flipped)")
-    ax.set_title(f"Recall at d = {d} (dash-dot: 0.14 d and d / sqrt(2 ln d))")
+    ax.set_title(f"Recall at d = {d} (dash-dot: each rule's estimated capacity)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
@@ -208,7 +208,7 @@ def plot(results: list[dict], d: int, path: Path) -> None:
     bx.set_yscale("log")
     bx.set_xlabel("masks held (recovered >= 95%)")
     bx.set_ylabel("bytes")
-    bx.set_title("Bytes vs masks held (p = 0.5; blue Hebbian, red Storkey)")
+    bx.set_title("Bytes vs masks held (p = 0.5; blue Hebbian, red Storkey, purple projection)")
     bx.legend(fontsize=7)
     bx.grid(alpha=0.3)
     fig.tight_layout()
