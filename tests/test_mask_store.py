@@ -1,5 +1,5 @@
 """The sharded mask store: stable partitioning, resharding, Ray shard actors and their failure policy,
-typed errors, describe, the `supermask store` commands, kill -9 survival."""
+typed errors, describe, the `supermask store` commands, kill -9 survival (of the reservoir actors too)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,10 @@ from supermask.store.partitioning import (
     shard_path,
     write_state,
 )
+from supermask.store.reservoir_file import ReservoirFile
+from supermask.store.reservoir_layout import ReservoirSpec, reservoir_path
 from supermask.store.reshard import reshard_store
+from test_reservoir_store import DIMS, in_order, pattern, rebuilt
 
 SHAPES = [(128, 96), (96, 64), (64, 10)]  # 19,072 weights, 2,384 packed bytes
 PLATFORM_DIR = str(Path(partitioning.__file__).parents[2])
@@ -545,3 +548,66 @@ def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, reco
         float(np.median(serve_s)),
         max(serve_s),
     )
+
+
+def test_kill_9_of_reservoir_actors_during_puts_loses_no_acknowledged_update(ray_cluster, tmp_path, capsys):
+    """Each of 2 reservoir actors killed with kill -9 mid-puts: every acknowledged update survives, once, in order."""
+    from supermask.runtime.reservoir_store import ReservoirStore
+
+    # Small journals: compactions (the matrix file replaced whole) run during the puts, and may be killed.
+    spec = ReservoirSpec(rule="storkey", shards=2, compact_bytes=1500)
+    store = ReservoirStore.open(tmp_path, spec, DIMS, "base-a")
+    acked: list[str] = []
+    attempted = {"n": 0}
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            while not stop.is_set():
+                tid = f"k-{attempted['n']:05d}"
+                attempted["n"] += 1
+                for _ in range(100):
+                    try:
+                        store.put_patterns([(tid, pattern(tid), {}, {})])
+                        acked.append(tid)  # only a put that returned counts as acknowledged
+                        break
+                    except (ray.exceptions.RayActorError, MaskFileError, ShardUnavailableError):
+                        time.sleep(0.05)
+                else:
+                    raise AssertionError(f"put {tid} never succeeded")
+        except BaseException as e:
+            failures.append(e)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    rng = random.Random(11)
+    try:
+        for shard in range(2):
+            time.sleep(rng.uniform(0.1, 0.4))
+            actor = store.actors[shard]
+            pid = ray.get(actor.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted: its journal replayed
+            time.sleep(0.2)  # puts reach the restarted actor before the writer stops
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not failures, failures
+    assert len(acked) > 10, len(acked)
+    store.close()
+    capsys.readouterr()
+    assert cli.main(["store", "verify", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report) == 2 and all(r["ok"] and not r["problems"] for r in report)
+    held: set[str] = set()
+    for shard in range(2):
+        path = reservoir_path(tmp_path, shard)
+        with ReservoirFile(path, dims=DIMS, rule="storkey", dtype="fp32", fingerprint="base-a") as f:
+            ids = in_order(f)
+            assert all(store.layout.shard_of(t) == shard for t in ids)  # each on its own reservoir
+            for layer in range(len(DIMS)):  # the matrices are those of its updates, once each, in order
+                np.testing.assert_array_equal(f.reservoir.matrix(layer), rebuilt(ids).matrix(layer))
+            held |= set(ids)
+    assert set(acked) <= held  # every acknowledged update survives
+    assert held <= {f"k-{i:05d}" for i in range(attempted["n"])}

@@ -18,11 +18,19 @@ from supermask.core.neuron_masks import (
     neuron_forward,
     patterns_from_masks,
 )
-from supermask.core.recovery import RecoveryConfig, hamming, nearest_pattern, recover_patterns
+from supermask.core.recovery import (
+    RecoveryConfig,
+    hamming,
+    nearest_pattern,
+    output_entropy,
+    recover_batch,
+    recover_patterns,
+)
 from supermask.core.reservoir import (
     Reservoir,
     estimated_capacity,
     hebbian_increment,
+    projection_increment,
     storkey_increment,
     sync_descent,
     to_state,
@@ -67,6 +75,10 @@ STORKEY_4_INT8 = np.array(
     ]
 )
 
+# Projection, by hand: Psi1 = z1 z1^T / 4; e = z2 - Psi1 z2 = (1, 1, 3, -1) / 2, e^T e = 3;
+# Psi2 = Psi1 + e e^T / 3: the projection onto span(z1, z2), so Psi2 z1 = z1 and Psi2 z2 = z2.
+PROJECTION_4 = np.array([[1, 1, 0, -1], [1, 1, 0, -1], [0, 0, 3, 0], [-1, -1, 0, 1]]) / 3.0
+
 
 def random_patterns(k: int, d: int, seed: int, p: float = 0.5) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -103,7 +115,23 @@ def test_storkey_update_matches_hand_computed_matrix(dtype, expected):
     np.testing.assert_array_equal(r.matrix(0), expected)
 
 
-@pytest.mark.parametrize("rule,formula", [("hebbian", hebbian_increment), ("storkey", storkey_increment)])
+def test_projection_update_matches_hand_computed_matrix():
+    r = Reservoir([4], "projection")
+    r.store([M1])
+    np.testing.assert_allclose(r.matrix(0), np.outer(to_state(M1), to_state(M1)) / 4, atol=1e-7)
+    r.store([M2])
+    np.testing.assert_allclose(r.matrix(0), PROJECTION_4, atol=1e-6)
+    for m in (M1, M2):
+        np.testing.assert_allclose(r.matrix(0) @ to_state(m), to_state(m), atol=1e-6)
+    r.store([M1])  # already in the span: the matrix stays, the count and the sum move
+    np.testing.assert_allclose(r.matrix(0), PROJECTION_4, atol=1e-6)
+    assert r.count == 3
+
+
+@pytest.mark.parametrize(
+    "rule,formula",
+    [("hebbian", hebbian_increment), ("storkey", storkey_increment), ("projection", projection_increment)],
+)
 def test_in_place_updates_match_the_literal_rule(rule, formula):
     d = 64
     r, psi = Reservoir([d], rule), np.zeros((d, d))
@@ -127,6 +155,7 @@ def test_energy_is_minus_half_quadratic_form():
 def test_capacity_estimates_and_bytes():
     assert estimated_capacity(2048, "hebbian") == 286  # 0.14 d
     assert estimated_capacity(2048, "storkey") == 524  # d / sqrt(2 ln d)
+    assert estimated_capacity(2048, "projection") == 1024  # d / 2
     r = Reservoir([2048, 2048], "storkey", "fp32")
     assert r.capacity() == 524
     per_layer = 2048 * 2048 * 4 + 2048 * 4 + 2048 * 8 + 8  # matrix, fp32 diagonal, int64 sum, scale
@@ -136,7 +165,7 @@ def test_capacity_estimates_and_bytes():
     assert r.packed_bits_equivalent() == r.nbytes * 8 // 4096 == 65_632
 
 
-@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+@pytest.mark.parametrize("rule", ["hebbian", "storkey", "projection"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
 def test_stored_patterns_are_fixed_points_below_capacity(rule, dtype):
     patterns = random_patterns(5, 256, seed=1)
@@ -149,7 +178,7 @@ def test_stored_patterns_are_fixed_points_below_capacity(rule, dtype):
     assert not r.is_fixed_point([other, other])
 
 
-@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+@pytest.mark.parametrize("rule", ["hebbian", "storkey", "projection"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_recall_from_ten_percent_corruption(rule, mode):
     patterns = random_patterns(5, 256, seed=2)
@@ -163,6 +192,57 @@ def test_recall_from_ten_percent_corruption(rule, mode):
         assert result.converged == [True]
         np.testing.assert_array_equal(result.patterns[0], p)
         assert 1 <= result.steps[0] <= 3
+
+
+def correlated_patterns(k: int, d: int, flip: float, seed: int) -> list[np.ndarray]:
+    """k patterns that each differ from one common pattern in a `flip` fraction of bits (overlaps ~0.5)."""
+    common = random_patterns(1, d, seed)[0]
+    return [corrupt(common, flip, seed + 1 + i) for i in range(k)]
+
+
+def test_projection_keeps_correlated_patterns_fixed_where_storkey_does_not():
+    # Like SplitMNIST's learned second-layer patterns (overlaps 0.5-0.6): Storkey loses stored patterns
+    # as fixed points; under the projection rule every one is a fixed point of the lowest energy, -d/2.
+    d = 256
+    patterns = correlated_patterns(5, d, 0.15, seed=60)
+    fixed = {}
+    for rule in ("storkey", "projection"):
+        r = Reservoir([d], rule)
+        for p in patterns:
+            r.store([p])
+        fixed[rule] = [r.is_fixed_point([p]) for p in patterns]
+    assert not all(fixed["storkey"])
+    assert all(fixed["projection"])
+    assert all(r.energy([p]) == pytest.approx(-d / 2, abs=1e-3) for p in patterns)
+    # The attractors found from random starts, by the matrix alone, are the stored patterns.
+    found = r.attractors(starts=256, seed=1)[0]
+    assert sorted(map(bytes, np.packbits(found, axis=1))) == sorted(
+        map(bytes, np.packbits(np.stack(patterns), axis=1))
+    )
+
+
+def test_one_shot_recovery_keeps_the_lowest_entropy_candidate():
+    base = small_swish(widths=(48, 48))
+    patterns = [
+        [p, q] for p, q in zip(correlated_patterns(3, 48, 0.15, 70), correlated_patterns(3, 48, 0.15, 80))
+    ]
+    r = Reservoir([48, 48], "projection")
+    for p in patterns:
+        r.store(p)
+    x = torch.randn(16, 20, generator=torch.Generator().manual_seed(3))
+    config = RecoveryConfig(steps=3)
+    got = recover_batch(base, r, x, config, num_classes=5)
+    assert got.candidates >= 9 and got.fixed_point  # the settled annealed end and 3 x 3 combinations
+    assert r.is_fixed_point(got.patterns)
+    forward = neuron_forward(base)
+    with torch.no_grad():
+        combos = [[a, b] for a in (p[0] for p in patterns) for b in (p[1] for p in patterns)]
+        entropies = [
+            float(output_entropy(forward(x, [torch.as_tensor(c).float() for c in cs]))) for cs in combos
+        ]
+    assert got.entropy <= min(entropies) + 1e-6
+    alone = recover_batch(base, r, x, RecoveryConfig(steps=3, one_shot=False), num_classes=5)
+    assert alone.candidates == 1 and alone.from_annealing and got.entropy <= alone.entropy + 1e-6
 
 
 def test_sync_descent_detects_two_cycles():

@@ -167,7 +167,9 @@ def test_spec_rules_name_the_field_value_and_fix():
 
     assert "mask.method: neuron" in error("mask.method=topk")
     assert "store.kind: got 'reservoirs'; allowed: masks, reservoir, both" in error("store.kind=reservoirs")
-    assert "store.reservoir.rule: got 'oja'; allowed: hebbian, storkey" in error("store.reservoir.rule=oja")
+    assert "store.reservoir.rule: got 'oja'; allowed: hebbian, storkey, projection" in error(
+        "store.reservoir.rule=oja"
+    )
     assert "store.reservoir.dtype: got 'bf16'; allowed: fp32, fp16, int8" in error(
         "store.reservoir.dtype=bf16"
     )

@@ -12,6 +12,12 @@ annealed out, pulls it into the nearest attractor. (The source's code anneals wi
 b/B, so the first step is pure entropy and the last almost pure energy.) Defaults: SGD lr 500,
 momentum 0.9, weight decay 1e-4, gamma 1.5e-3, as in the source.
 
+`recover_batch` recovers one test batch alone, then scores candidates in one shot: the annealed
+end settled by the memory's sign dynamics to a fixed point (`recall`), and, with `one_shot`, the
+memory's own attractors (`Reservoir.attractors`: fixed points reached from random states, found from
+the matrices alone, no stored copy of any pattern), one per layer combined; the candidate whose
+masked network gives the lowest output entropy on the batch is kept.
+
 Any memory with `dims`, `count`, `mean_state()` and a differentiable `torch_energy(states)` serves:
 `core.reservoir.Reservoir` (E = -1/2 z^T Psi z per layer, with the whole matrix, as the source) or
 `core.dense_memory.DenseMemory`.
@@ -19,6 +25,7 @@ Any memory with `dims`, `count`, `mean_state()` and a differentiable `torch_ener
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,6 +59,9 @@ class RecoveryConfig:
     steps: int = field(default=30, metadata=in_range(1))  # recover_batch: annealing steps over one batch
     batch_size: int = field(default=50, metadata=in_range(1))  # test images recovered together
     recall: bool = True  # recover_batch: finish with sign descent on the memory to its fixed point
+    one_shot: bool = True  # recover_batch: also score the memory's attractors, keep the lowest entropy
+    attractor_starts: int = field(default=256, metadata=in_range(1))  # random states the attractors come from
+    max_candidates: int = field(default=64, metadata=in_range(1))  # attractor combinations scored per batch
 
 
 class PatternMemory(Protocol):
@@ -207,7 +217,9 @@ class BatchRecovery:
     predictions: np.ndarray  # argmax over the real classes, per image
     converged_step: int  # annealing steps until the sign pattern stopped changing
     recall_sweeps: int  # sign-descent sweeps after the annealing (0: it ended on a fixed point)
-    fixed_point: bool  # whether the final pattern is a fixed point of the memory's sign dynamics
+    fixed_point: bool  # whether the annealed end, settled, is a fixed point of the memory's sign dynamics
+    candidates: int = 1  # distinct patterns scored (the settled annealed end and the attractors)
+    from_annealing: bool = True  # whether the kept pattern is the settled annealed end
 
 
 def recover_batch(
@@ -221,7 +233,8 @@ def recover_batch(
     device: torch.device | str | None = None,
 ) -> BatchRecovery:
     """Recover the neuron mask of one test batch without its task id: `config.steps` annealed steps on
-    the batch (`recover_patterns`), then, with `config.recall`, sign descent on the memory (if it has one)."""
+    the batch (`recover_patterns`), then, with `config.recall`, sign descent on the memory (if it has one);
+    with `config.one_shot`, the lowest-entropy candidate among that and the memory's attractors."""
     config = config or RecoveryConfig()
     result = recover_patterns(model, memory, [x] * config.steps, config, bn_state=bn_state, device=device)
     patterns, sweeps, fixed = result.patterns, 0, True
@@ -230,13 +243,44 @@ def recover_batch(
         settled = recall(patterns)
         patterns = [np.asarray(p, dtype=bool) for p in settled.patterns]
         sweeps, fixed = max(settled.steps), all(settled.converged)
+    candidates = [patterns]
+    attractors = getattr(memory, "attractors", None)
+    if config.one_shot and attractors is not None:
+        candidates += _combinations(attractors(config.attractor_starts, config.seed), config.max_candidates)
+    candidates = list({_key(c): c for c in candidates}.values())  # distinct, the annealed end first
     forward = neuron_forward(model, bn_state) if isinstance(model, BaseNetwork) else model
     if isinstance(model, BaseNetwork):
         device = model.weights()[0].device if device is None else device
         model.eval()
+    x = x.to(device or "cpu")
+    best = None
     with torch.no_grad():
-        bits = [torch.as_tensor(p, device=device or "cpu").float() for p in patterns]
-        logits = forward(x.to(device or "cpu"), bits)
-        entropy = float(output_entropy(logits))
-        predictions = (logits[:, :num_classes] if num_classes else logits).argmax(1).cpu().numpy()
-    return BatchRecovery(patterns, entropy, predictions, result.converged_step, sweeps, fixed)
+        for i, c in enumerate(candidates):
+            logits = forward(x, [torch.as_tensor(p, device=device or "cpu").float() for p in c])
+            entropy = float(output_entropy(logits))
+            if best is None or entropy < best[0]:
+                best = (entropy, i, logits)
+    entropy, index, logits = best
+    predictions = (logits[:, :num_classes] if num_classes else logits).argmax(1).cpu().numpy()
+    return BatchRecovery(
+        candidates[index],
+        entropy,
+        predictions,
+        result.converged_step,
+        sweeps,
+        fixed,
+        candidates=len(candidates),
+        from_annealing=index == 0,
+    )
+
+
+def _key(patterns: list[np.ndarray]) -> bytes:
+    return b"".join(np.packbits(np.asarray(p, dtype=bool)).tobytes() for p in patterns)
+
+
+def _combinations(per_layer: list[list[np.ndarray]], limit: int) -> list[list[np.ndarray]]:
+    """One attractor per layer, every combination (lowest summed energy rank first), at most `limit`."""
+    if not per_layer or any(len(a) == 0 for a in per_layer):
+        return []
+    ranks = sorted(itertools.product(*[range(len(a)) for a in per_layer]), key=lambda r: (sum(r), r))
+    return [[per_layer[layer][i] for layer, i in enumerate(r)] for r in ranks[:limit]]

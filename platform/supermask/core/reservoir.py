@@ -1,9 +1,15 @@
 """A Hopfield reservoir: neuron masks stored as attractors of one d x d matrix Psi per masked layer.
 
-A neuron pattern m in {0, 1}^d is stored as z = 2m - 1 in {-1, +1}^d by one of two rules:
+A neuron pattern m in {0, 1}^d is stored as z = 2m - 1 in {-1, +1}^d by one of three rules:
 
 - `hebbian` (SupSup's paper text): Psi += z z^T / d;
-- `storkey` (SupSup's code): h = Psi z; Psi += (z z^T - I - z h^T - h z^T) / d.
+- `storkey` (SupSup's code): h = Psi z; Psi += (z z^T - I - z h^T - h z^T) / d;
+- `projection` (the incremental pseudo-inverse rule, not in the source): e = z - Psi z;
+  Psi += e e^T / (e^T e). Psi stays the orthogonal projection onto the span of the stored patterns,
+  so every stored pattern (up to d linearly independent ones, correlated or not) is a fixed point
+  with the lowest energy a +-1 state can have, -d/2. Storkey does not guarantee this for correlated
+  patterns: SplitMNIST's learned second-layer patterns overlap by 0.5-0.6 and the first ones stored
+  stop being fixed points. A pattern already in the span (e ~ 0) leaves Psi as it is.
 
 Energy: E(z) = -1/2 z^T Psi z. On {-1, +1}^d the diagonal of Psi only adds the constant
 -1/2 trace(Psi) to E, so the sign dynamics here use the off-diagonal field h_i = sum_{j != i}
@@ -25,6 +31,10 @@ Storage (`dtype`): the diagonal is always kept in fp32 (d numbers); the off-diag
 
 A running sum of the stored z (int64, d per layer) gives the mean pattern in constant memory.
 `state_dict` / `from_state` move a reservoir as plain NumPy arrays and JSON-able metadata.
+
+Storing, replaying and the sign dynamics run on NumPy alone (a reservoir actor restarted after a
+crash rebuilds its matrices without importing torch); only the differentiable energy used by
+recovery (`torch_matrices`, `torch_energy`) imports torch.
 """
 
 from __future__ import annotations
@@ -33,11 +43,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-RULES = ("hebbian", "storkey")
+if TYPE_CHECKING:
+    import torch
+
+RULES = ("hebbian", "storkey", "projection")
 DTYPES = ("fp32", "fp16", "int8")
 _STORAGE = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8}
 STATE_VERSION = 1
@@ -62,12 +75,25 @@ def storkey_increment(psi: np.ndarray, z: np.ndarray) -> np.ndarray:
     return (np.outer(z, z) - np.eye(d) - np.outer(z, h) - np.outer(h, z)) / d
 
 
+def projection_increment(psi: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The projection change e e^T / (e^T e) with e = z - Psi z, written literally in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    e = z - np.asarray(psi, dtype=np.float64) @ z
+    return np.outer(e, e) / float(e @ e)
+
+
 def estimated_capacity(d: int, rule: str) -> int:
-    """Classical capacity estimate for random patterns: 0.14 d (Hebbian), d / sqrt(2 ln d) (Storkey)."""
+    """Capacity estimate for random patterns: 0.14 d (Hebbian), d / sqrt(2 ln d) (Storkey), d / 2 (projection).
+
+    Under the projection rule any d linearly independent patterns are fixed points, but their basins
+    of attraction shrink as k / d grows; d / 2 is a rough estimate, not measured here.
+    """
     if rule == "hebbian":
         return int(0.14 * d)
     if rule == "storkey":
         return int(d / math.sqrt(2.0 * math.log(d)))
+    if rule == "projection":
+        return d // 2
     raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
 
 
@@ -155,6 +181,7 @@ class Reservoir:
         self._scale = [1.0 / d if dtype == "int8" else 1.0 for d in self.dims]
         self._sum = [np.zeros(d, dtype=np.int64) for d in self.dims]
         self._torch_cache: tuple[object, list[torch.Tensor]] | None = None
+        self._attractor_cache: tuple[tuple, list[list[np.ndarray]]] | None = None
 
     def _check(self, patterns: list[np.ndarray]) -> list[np.ndarray]:
         if len(patterns) != len(self.dims):
@@ -175,10 +202,10 @@ class Reservoir:
 
     def off_diagonal(self, layer: int) -> np.ndarray:
         """Psi of one layer without its diagonal, as a new float32 array: the couplings the sign dynamics use."""
-        off = torch.from_numpy(self._off[layer]).float()
+        off = self._off[layer].astype(np.float32)
         if self.dtype == "int8":
-            off *= self._scale[layer]
-        return off.numpy()
+            off *= np.float32(self._scale[layer])
+        return off
 
     def store(self, patterns: list[np.ndarray]) -> None:
         """Add one task's neuron patterns (one boolean (d,) vector per layer) as an attractor."""
@@ -188,42 +215,47 @@ class Reservoir:
             # fp32 is updated in place; fp16/int8 are dequantised, updated in fp32 and stored back.
             off = self._off[layer] if self.dtype == "fp32" else self.off_diagonal(layer)
             diag = self._diag[layer]
-            # In-place rank-one updates (BLAS ger through a zero-copy torch view): no d x d temporaries.
-            off_t = torch.from_numpy(off)
             if self.rule == "hebbian":
-                z_t = torch.from_numpy(z)
-                off_t.addr_(z_t, z_t, alpha=1.0 / d)
+                _rank_one(off, z, 1.0 / d)
                 diag += np.float32(1.0 / d)
-            else:
+            elif self.rule == "storkey":
                 # z z^T - z h^T - h z^T = u u^T - h h^T with u = z - h: two rank-one updates of symmetric form.
                 h = off @ z + diag * z
                 u = z - h
-                off_t.addr_(torch.from_numpy(u), torch.from_numpy(u), alpha=1.0 / d)
-                off_t.addr_(torch.from_numpy(h), torch.from_numpy(h), alpha=-1.0 / d)
+                _rank_one(off, u, 1.0 / d)
+                _rank_one(off, h, -1.0 / d)
                 diag += (u * u - h * h - 1.0) / np.float32(d)
+            else:
+                e = z - (off @ z + diag * z)
+                norm = float(e.astype(np.float64) @ e.astype(np.float64))
+                if norm > 1e-6 * d:  # otherwise z is already in the span, hence a fixed point
+                    _rank_one(off, e, 1.0 / norm)
+                    diag += e * e / np.float32(norm)
             np.fill_diagonal(off, 0.0)
             if self.dtype != "fp32":
                 self._put(layer, off)
             self._sum[layer] += z.astype(np.int64)
         self.count += 1
         self._torch_cache = None
+        self._attractor_cache = None
 
     def _put(self, layer: int, off: np.ndarray) -> None:
         """Keep a float32 off-diagonal matrix in this reservoir's storage dtype (see the module docstring)."""
         if self.dtype == "fp16":
-            # Round to nearest (torch's conversion; NumPy's is several times slower).
-            self._off[layer] = torch.from_numpy(off).half().numpy()
+            self._off[layer] = off.astype(np.float16)  # round to nearest
             return
         d = self.dims[layer]
-        off_t = torch.from_numpy(off)
-        need = float(off_t.abs().max()) / 127.0
+        need = float(np.abs(off).max()) / 127.0
         scale = self._scale[layer]
         if need > scale:
             # Hebbian sums are integers in units of 1/d: a whole number of counts keeps them on the grid.
             scale = math.ceil(need * d - 1e-6) / d if self.rule == "hebbian" else need
             self._scale[layer] = scale
-        # Round half to even, as np.rint; the clamp only guards float error at the edge.
-        self._off[layer] = off_t.mul_(1.0 / scale).round_().clamp_(-127, 127).to(torch.int8).numpy()
+        # Round half to even; the clamp only guards float error at the edge.
+        off *= np.float32(1.0 / scale)
+        np.rint(off, out=off)
+        np.clip(off, -127, 127, out=off)
+        self._off[layer] = off.astype(np.int8)
 
     def mean_state(self) -> list[np.ndarray]:
         """Mean of the stored z per layer (float32 in [-1, 1]); zeros when nothing is stored."""
@@ -241,6 +273,8 @@ class Reservoir:
 
     def torch_matrices(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """Psi of every layer as float32 tensors on `device` (cached until the next store)."""
+        import torch
+
         key = (str(device), self.count)
         if self._torch_cache is None or self._torch_cache[0] != key:
             self._torch_cache = (
@@ -281,6 +315,35 @@ class Reservoir:
             steps.append(n)
             converged.append(ok)
         return RecallResult(patterns, steps, converged)
+
+    def attractors(self, starts: int = 256, seed: int = 0, max_steps: int = 100) -> list[list[np.ndarray]]:
+        """Per layer, the stored-looking fixed points the sign dynamics reach from `starts` random states.
+
+        Found from the matrices alone (cached until the next store): the distinct fixed points reached,
+        without those whose overlap with the sum of the stored patterns is negative (-z is a fixed
+        point whenever z is; a stored pattern overlaps the sum by d plus its overlaps with the
+        others), the `count` of lowest energy first. Under the projection rule the stored patterns are
+        exactly the states of energy -d/2, the lowest there is; under Hebbian and Storkey this is
+        only a ranking. Random starts may miss a pattern whose basin is small.
+        """
+        key = (self.count, starts, seed, max_steps)
+        if self._attractor_cache is not None and self._attractor_cache[0] == key:
+            return self._attractor_cache[1]
+        rng = np.random.default_rng(seed)
+        out = []
+        for layer, d in enumerate(self.dims):
+            if self.count == 0:
+                out.append([])
+                continue
+            start = np.where(rng.random((starts, d)) < 0.5, 1.0, -1.0).astype(np.float32)
+            off = self.off_diagonal(layer)
+            final, _, converged = sync_descent(off, start, max_steps)
+            found = np.unique(final[converged], axis=0)
+            found = found[found @ self._sum[layer].astype(np.float32) > 0]
+            energy = -0.5 * np.einsum("nd,nd->n", found @ off, found) - 0.5 * float(self._diag[layer].sum())
+            out.append([found[i] > 0 for i in np.argsort(energy, kind="stable")[: self.count]])
+        self._attractor_cache = (key, out)
+        return out
 
     def capacity(self) -> int:
         """Estimated number of random patterns the reservoir holds: the smallest layer's estimate."""
@@ -354,6 +417,14 @@ class Reservoir:
             f"Reservoir(dims={self.dims}, rule={self.rule!r}, dtype={self.dtype!r}, count={self.count}, "
             f"capacity~{self.capacity()}, bytes={self.nbytes})"
         )
+
+
+def _rank_one(a: np.ndarray, v: np.ndarray, alpha: float) -> None:
+    """a += alpha * v v^T in place, in row blocks (no d x d temporary)."""
+    v = v.astype(a.dtype, copy=False)
+    step = 256
+    for lo in range(0, a.shape[0], step):
+        a[lo : lo + step] += (alpha * v[lo : lo + step])[:, None] * v[None, :]
 
 
 def _checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:

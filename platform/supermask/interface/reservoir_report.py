@@ -66,7 +66,14 @@ def reservoir_report(results: dict, out_dir: Path) -> list[str]:
         "",
         *[f"- {line}" for line in reservoir_summary(results)],
         f"- recovery settings: lr {rec['lr']}, momentum {rec['momentum']}, weight decay {rec['weight_decay']}, "
-        f"gamma {rec['gamma']}, start {rec['start']}, {rec['steps']} steps per batch, recall {rec['recall']}",
+        f"gamma {rec['gamma']}, start {rec['start']}, {rec['steps']} steps per batch, recall {rec['recall']}, "
+        f"one-shot score over the reservoirs' attractors {rec.get('one_shot', False)}"
+        + (
+            f" ({rec['candidates_mean']:.1f} candidates per batch; the settled annealed end kept for "
+            f"{rec['kept_annealed_end']:.3f} of batches)"
+            if rec.get("one_shot") and "candidates_mean" in rec
+            else ""
+        ),
         "- a batch picked the right attractor when the pattern kept for it is exactly its task's stored pattern "
         "(the digest each reservoir keeps)"
         + (

@@ -4,7 +4,8 @@ reservoirs alone, the batch classified with it, and the choice checked against w
 A task's test split is cut into batches of about `recovery.batch_size` images (equal sizes,
 `np.array_split`). For every batch each reservoir returns its best attractor (`core.recovery
 .recover_batch`: the source's annealed entropy + energy descent from the mean of its patterns, then
-sign descent to a fixed point); the candidate with the lowest output entropy on the batch is kept.
+sign descent to a fixed point, scored in one shot against the reservoir's own attractors); the
+candidate with the lowest output entropy on the batch is kept.
 A batch "picked the right attractor" when the kept pattern is exactly the pattern stored for its
 task (checked by the digest each reservoir keeps); with the exact masks at hand (store.kind both),
 also when it is nearest, in Hamming distance, to its task's pattern among all stored patterns.
@@ -39,6 +40,8 @@ class RecoveryOutcome:
     correct: int = 0  # test images classified right under the recovered patterns
     converged_steps: list[int] = field(default_factory=list)
     recall_sweeps: list[int] = field(default_factory=list)
+    candidates: list[int] = field(default_factory=list)  # patterns each reservoir scored, summed
+    from_annealing: int = 0  # batches whose kept pattern is the settled annealed end (not another attractor)
     distances: list[int] = field(
         default_factory=list
     )  # to this task's pattern, when the patterns are at hand
@@ -96,6 +99,8 @@ def evaluate_recovery(
             o.correct += int((np.asarray(best["predictions"]) == y[span]).sum())
             o.converged_steps.append(int(best["converged_step"]))
             o.recall_sweeps.append(int(best["recall_sweeps"]))
+            o.candidates.append(sum(int(c.get("candidates", 1)) for c in candidates if c is not None))
+            o.from_annealing += bool(best.get("from_annealing", True))
             o.seconds += sum(c["seconds"] for c in candidates if c is not None)
             picked[best["stored_as"] or "none"] += 1
             shards[shard] += 1
@@ -125,6 +130,8 @@ def recovery_summary(outcomes: Sequence[RecoveryOutcome], seconds: float) -> dic
         "converged_step_mean": float(np.mean(steps)) if steps else None,
         "converged_step_max": int(max(steps)) if steps else None,
         "recall_sweeps_mean": float(np.mean(sweeps)) if sweeps else None,
+        "candidates_mean": float(np.mean([c for o in outcomes for c in o.candidates] or [0])),
+        "kept_annealed_end": sum(o.from_annealing for o in outcomes) / max(batches, 1),
         "seconds": seconds,
         "reservoir_seconds": sum(o.seconds for o in outcomes),
         "tasks": [

@@ -9,7 +9,8 @@ hashes to; recovering a batch asks every reservoir for its best attractor at onc
 (`recover_many`), and the caller keeps the one with the lowest output entropy.
 
 Recovery runs in the reservoir actors, next to their matrices (d^2 numbers per layer never travel):
-each builds the base once from its spec (checking its fingerprint) and runs `core.recovery`.
+each builds the base once from its spec (checking its fingerprint) and runs `core.recovery`. Only
+recovery imports torch: an actor restarted after a crash replays its journal on NumPy alone.
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
-import torch
 
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.neuron_masks import patterns_from_masks
 from supermask.core.packing import TaskMask
-from supermask.core.recovery import RecoveryConfig, recover_batch
 from supermask.runtime.shard_actor import LOCK_WAIT_S, NAMESPACE, ShardUnavailableError, wait_shards
 from supermask.runtime.shard_placement import default_actor_options, end_actors
 from supermask.store.errors import StoreLockedError
@@ -38,6 +36,10 @@ from supermask.store.reservoir_layout import (
     open_reservoir_layout,
     reservoir_path,
 )
+
+if TYPE_CHECKING:
+    from supermask.core.nets import BaseSpec
+    from supermask.core.recovery import RecoveryConfig
 
 
 @ray.remote
@@ -106,6 +108,11 @@ class ReservoirActor:
         self, base_spec: dict, x: np.ndarray, config: RecoveryConfig, num_classes: int
     ) -> dict | None:
         """This reservoir's best attractor for one batch (None if it holds nothing), and how well it fits."""
+        import torch
+
+        from supermask.core.nets import BaseSpec, build_base
+        from supermask.core.recovery import recover_batch
+
         f = self._open()
         if len(f) == 0:
             return None
@@ -129,6 +136,8 @@ class ReservoirActor:
             "converged_step": found.converged_step,
             "recall_sweeps": found.recall_sweeps,
             "fixed_point": found.fixed_point,
+            "candidates": found.candidates,
+            "from_annealing": found.from_annealing,
             "stored_as": match,  # the task whose stored pattern this attractor is exactly, if any
             "seconds": time.perf_counter() - started,
         }
@@ -197,6 +206,8 @@ class ReservoirStore:
 
     def put_many(self, masks: Sequence[TaskMask], overwrite: bool = False) -> list[bool]:
         """Store each (neuron) mask's pattern in the reservoir its task hashes to; one bool per mask, in order."""
+        from supermask.core.neuron_masks import patterns_from_masks
+
         if overwrite:
             raise ValueError(
                 "a pattern cannot be taken out of a Hopfield reservoir, so it cannot be overwritten"
