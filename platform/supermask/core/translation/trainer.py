@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from supermask.core.masks import MaskSpec
+from supermask.core.optimizers import Adam
 from supermask.core.translation.discriminators import build_discriminator
 from supermask.core.translation.generator import Generator
 from supermask.core.translation.losses import (
@@ -157,8 +158,9 @@ class TranslationTrainer:
         betas = (settings.beta1, settings.beta2)
         self.gen_params = _trainable(self.g_xy, self.g_yx)
         self.disc_params = _trainable(self.d_x, self.d_y)
-        self.opt_g = torch.optim.Adam(self.gen_params, lr=settings.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.disc_params, lr=settings.lr, betas=betas)
+        # core/optimizers' Adam: torch.optim's arithmetic without its torch._dynamo import (seconds per process)
+        self.opt_g = Adam(self.gen_params, lr=settings.lr, betas=betas)
+        self.opt_d = Adam(self.disc_params, lr=settings.lr, betas=betas)
         self.normalizer = LossNormalizer(settings.normalize_every, settings.normalize_beta)
         self.shard, self.grad_sync, self.value_sync = shard, grad_sync, value_sync
         if shard is not None and settings.batch_size < shard[1]:
@@ -213,7 +215,7 @@ class TranslationTrainer:
         gen_x, _ = self.d_x(fake_x)
         gen_y, _ = self.d_y(fake_y)
         loss = gan_discriminator_loss(real_x, gen_x, kind) + gan_discriminator_loss(real_y, gen_y, kind)
-        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad()
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.disc_params)
@@ -230,7 +232,7 @@ class TranslationTrainer:
         for d in (self.d_x, self.d_y):
             d.requires_grad_(False)
         total, raw, (fake_x, fake_y) = self._generator_loss(x, y)
-        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad()
         total.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.gen_params)
