@@ -1,6 +1,6 @@
 """Translation as a task kind of the platform: supermasks over frozen networks, records and their
-store, streams, spec validation, a resumable recipe and data-parallel steps
-(`supermask run` itself is measured in README, Image translation: a Ray end-to-end test costs ~50 s)."""
+store, streams, spec validation, a resumable recipe, data-parallel steps, and the driver and worker
+paths of `supermask run` without Ray Train (a Ray end-to-end run costs ~50 s; README, Image translation)."""
 
 import dataclasses
 import json
