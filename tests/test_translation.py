@@ -208,6 +208,18 @@ def test_resumed_training_continues_bit_for_bit():
     assert resumed.normalizer.state_dict() == straight.normalizer.state_dict()
     assert resumed.opt_g.state_dict()["state"][0]["step"] == 3
 
+    # A checkpoint written while the trainer used torch.optim.Adam (its state_dict layout, built here
+    # without importing torch.optim, whose torch._dynamo import costs seconds) resumes the same way.
+    def torch_layout(opt: dict) -> dict:
+        per_param = {i: {**s, "step": torch.tensor(float(s["step"]))} for i, s in enumerate(opt["state"])}
+        return {"state": per_param, "param_groups": [{"lr": opt["lr"], "params": list(per_param)}]}
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)  # afresh: `resumed` stepped the loaded tensors in place
+    legacy = {**saved, "opt_g": torch_layout(saved["opt_g"]), "opt_d": torch_layout(saved["opt_d"])}
+    again = TranslationTrainer.from_state_dict(legacy)
+    assert [m["g_loss"] for m in again.run(data, 3)] == [m["g_loss"] for m in history[1:]]
+
     other = dataclasses.replace(settings, discriminator="patch")
     with pytest.raises(ValueError, match="other settings.*discriminator"):
         TranslationTrainer(other).load_state_dict(state)

@@ -133,6 +133,19 @@ def build_networks(settings: TranslationSettings, mask: MaskSpec | None = None) 
     return nets
 
 
+def _adam_state(saved: dict, count: int) -> dict:
+    """An optimizer state as core/optimizers' Adam keeps it; a torch.optim.Adam state (checkpoints
+    written before the trainer used core/optimizers) is converted, so those runs resume unchanged."""
+    if "param_groups" not in saved:
+        return saved
+    per_param = saved["state"]
+    state = [
+        {k: int(v) if k == "step" else v for k, v in per_param[i].items()} if i in per_param else {}
+        for i in range(count)
+    ]
+    return {"lr": float(saved["param_groups"][0]["lr"]), "state": state}
+
+
 def _trainable(*nets: nn.Module) -> list[nn.Parameter]:
     return [p for net in nets for p in net.parameters() if p.requires_grad]
 
@@ -318,8 +331,8 @@ class TranslationTrainer:
             )
         for name, net in self.networks().items():
             net.load_state_dict(state["networks"][name])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(_adam_state(state["opt_g"], len(self.gen_params)))
+        self.opt_d.load_state_dict(_adam_state(state["opt_d"], len(self.disc_params)))
         self.normalizer.load_state_dict(state["normalizer"])
         self.step = int(state["step"])
 
