@@ -208,6 +208,18 @@ def test_resumed_training_continues_bit_for_bit():
     assert resumed.normalizer.state_dict() == straight.normalizer.state_dict()
     assert resumed.opt_g.state_dict()["state"][0]["step"] == 3
 
+    # A checkpoint written while the trainer used torch.optim.Adam (its state_dict layout, built here
+    # without importing torch.optim, whose torch._dynamo import costs seconds) resumes the same way.
+    def torch_layout(opt: dict) -> dict:
+        per_param = {i: {**s, "step": torch.tensor(float(s["step"]))} for i, s in enumerate(opt["state"])}
+        return {"state": per_param, "param_groups": [{"lr": opt["lr"], "params": list(per_param)}]}
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)  # afresh: `resumed` stepped the loaded tensors in place
+    legacy = {**saved, "opt_g": torch_layout(saved["opt_g"]), "opt_d": torch_layout(saved["opt_d"])}
+    again = TranslationTrainer.from_state_dict(legacy)
+    assert [m["g_loss"] for m in again.run(data, 3)] == [m["g_loss"] for m in history[1:]]
+
     other = dataclasses.replace(settings, discriminator="patch")
     with pytest.raises(ValueError, match="other settings.*discriminator"):
         TranslationTrainer(other).load_state_dict(state)
@@ -237,3 +249,51 @@ def test_generator_weights_can_be_masked_like_a_base_network():
     assert torch.equal(functional_call(g, ones, (x,)), g(x))
     half = {name: w * (torch.rand_like(w) < 0.5) for name, w in weights.items()}
     assert not torch.allclose(functional_call(g, half, (x,)), g(x))
+
+
+def test_probes_follow_each_network_and_measure_where_scaling_reaches():
+    """Supermask generators over frozen networks, trained discriminators: both kinds in one trainer."""
+    from supermask.core.masks import MaskSpec
+    from supermask.core.probes import ProbeConfig
+    from supermask.core.translation.probe import TranslationProbe
+
+    settings = TranslationSettings(
+        resolution=32,
+        width=2,
+        disc_width=2,
+        blocks=1,
+        batch_size=2,
+        normalize_every=2,
+        steps=3,
+        method="supermask",
+        mask_discriminator=False,
+    )
+    trainer = TranslationTrainer(settings, mask=MaskSpec("topk", 0.5))
+    g = torch.Generator().manual_seed(0)
+    data = UnpairedImages(torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 32, 32, generator=g))
+    sent = []
+    images = {"x": data.x, "y": data.y}
+    probe = TranslationProbe(trainer, ProbeConfig(every=2, batch=2), images, "t", sent.extend)
+    probe.start()
+    trainer.run(data, 3, hooks=[probe])
+    assert sorted({r["task"] for r in sent}) == ["t/d_x", "t/d_y", "t/g_xy", "t/g_yx"]
+    assert [r["step"] for r in sent if r["network"] == "g_xy"] == [0.0, 2.0, 3.0]  # cadence, and the end
+    last = {r["network"]: r for r in probe.last}
+
+    def norm(tensors):
+        return math.sqrt(sum(float(t.detach().pow(2).sum()) for t in tensors if t.numel() > 1))
+
+    # A supermask network: its scores, and its masks' churn and density; a trained one: every
+    # trainable tensor (conv weights and biases, norm scales and shifts).
+    assert last["g_xy"]["norm"] == pytest.approx(norm(trainer.g_xy.method.scores), rel=1e-5)
+    assert last["g_xy"]["density"] == pytest.approx(0.5, abs=0.01) and "churn" in last["g_xy"]
+    trained = [p for p in trainer.d_y.parameters() if p.requires_grad]
+    assert last["d_y"]["norm"] == pytest.approx(norm(trained), rel=1e-5) and "churn" not in last["d_y"]
+    assert all(k in last["d_y"] for k in ("direction", "alignment", "step_size", "loss"))
+    # Hidden states come back under their own module's name. The frozen biases are zero, so the first
+    # conv is 1-homogeneous and a normed unit behind it ignores c; the merge that concatenates the
+    # unnormalised first conv's output does not, and the sigmoid output saturates.
+    sat = last["g_xy"]
+    assert sat["saturation_cosine/enc_groups.0.0.inner.1"] == pytest.approx(1.0, abs=1e-4)
+    assert sat["saturation_cosine/enc_groups.0.0.merge"] < 0.99
+    assert sat["saturation_output_cosine"] < 0.99

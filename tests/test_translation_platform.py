@@ -1,6 +1,6 @@
 """Translation as a task kind of the platform: supermasks over frozen networks, records and their
-store, streams, spec validation, a resumable recipe and data-parallel steps
-(`supermask run` itself is measured in README, Image translation: a Ray end-to-end test costs ~50 s)."""
+store, streams, spec validation, a resumable recipe, data-parallel steps, and the driver and worker
+paths of `supermask run` without Ray Train (a Ray end-to-end run costs ~50 s; README, Image translation)."""
 
 import dataclasses
 import json
@@ -303,3 +303,43 @@ def test_translation_sweeps_search_loss_weights_and_are_scored_by_hausdorff(tmp_
         load_sweep("tuning/toy_shapes_loss_weights.yaml", ["metric=val_accuracy"])
     with pytest.raises(SpecError, match="search_space.translation.lr: uniform value"):
         load_sweep("tuning/toy_shapes_loss_weights.yaml", ["search_space.translation.lr={uniform: [-1, 1]}"])
+
+
+def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_settings(tmp_path):
+    """The driver and worker paths of `supermask run` without Ray Train: the worker's lead path trains,
+    measures, probes and stores a task; the job then skips it (starting no Ray), reports it, and refuses
+    a spec with other settings before anything trains."""
+    import ray
+
+    from supermask.interface.translation_report import write_translation_report
+    from supermask.recipes.recipe import ProvenanceError
+    from supermask.runtime import translation_workers
+    from supermask.runtime.events import read_events
+    from supermask.runtime.translation_job import run_translation_job
+
+    spec = spec_from_dict(spec_dict(steps=2, eval_every=2) | {"probes": {"every": 2, "batch": 2}})
+    recipe = TranslationRecipe.from_spec(spec)
+    out = tmp_path / "run"
+    out.mkdir()
+    store = TranslationStore(out / "store")
+    config = {"out_dir": str(out), "events": str(out / "events.jsonl")}
+    bench = TranslationBench(recipe)
+    assert translation_workers._train(config, recipe, bench, store, 0, True)
+    assert not translation_workers._train(config, recipe, bench, store, 0, True)  # stored: skipped
+    events = [e["event"] for e in read_events(out / "events.jsonl") if e["event"] != "translation_progress"]
+    assert events == ["task_started", "translation_eval", "task_stored"]
+    result = run_translation_job(recipe, out, progress=False)
+    assert result.skipped == ["toy_shapes-0000"] and result.workers == 0 and not ray.is_initialized()
+    results = write_translation_report(spec, recipe, result, out)
+    probes = results["probes"]
+    assert sorted(probes["tasks"]) == [f"toy_shapes-0000/{n}" for n in ("d_x", "d_y", "g_xy", "g_yx")]
+    assert probes["tasks"]["toy_shapes-0000/g_xy"]["last_step"] == 2 and probes["overhead"] > 0
+    assert (
+        results["tasks"][0]["steps"] == 2 and results["tasks"][0]["x_to_y"]["detected_fraction"] is not None
+    )
+    report = (out / "report.md").read_text()
+    assert "## Probes" in report and (out / "norm.png").exists() and (out / "saturation.png").exists()
+    other = TranslationRecipe.from_spec(spec_from_dict(spec_dict(steps=2, eval_every=2, lr=0.01)))
+    with pytest.raises(ProvenanceError, match="translation.lr: 0.0002 -> 0.01"):
+        run_translation_job(other, out, progress=False)
+    assert not store.missing(["toy_shapes-0000"])  # nothing was deleted

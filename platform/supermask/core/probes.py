@@ -339,17 +339,22 @@ def norm_fits(steps: Sequence[float], norms: Sequence[float]) -> dict[str, dict[
     return out
 
 
-def _capture(net: nn.Module, hidden: Sequence[str]) -> tuple[list[torch.Tensor], list]:
+def _capture(net: nn.Module, hidden: Sequence[str]) -> tuple[list[torch.Tensor | None], list]:
     modules = dict(net.named_modules())
     unknown = [h for h in hidden if h not in modules]
     if unknown:
         raise ValueError(f"no module(s) {unknown} to probe; modules: {', '.join(n for n in modules if n)}")
-    seen: list[torch.Tensor] = []
+    # One slot per name, in the order of `hidden` (not the order the forward calls the modules in,
+    # which differs where a network branches: a U-Net's skips, a block's concatenation).
+    seen: list[torch.Tensor | None] = [None] * len(hidden)
 
-    def grab(_module, _inputs, output):
-        seen.append(output[0] if isinstance(output, tuple) else output)
+    def grab_into(i: int):
+        def grab(_module, _inputs, output):
+            seen[i] = output[0] if isinstance(output, tuple) else output
 
-    return seen, [modules[h].register_forward_hook(grab) for h in hidden]
+        return grab
+
+    return seen, [modules[h].register_forward_hook(grab_into(i)) for i, h in enumerate(hidden)]
 
 
 def stacked_runner(
@@ -374,6 +379,9 @@ def stacked_runner(
         finally:
             for h in handles:
                 h.remove()
+        missed = [h for h, state in zip(hidden, seen, strict=True) if state is None]
+        if missed:
+            raise ValueError(f"the forward never ran module(s) {missed}; probe modules it runs")
         return list(seen), out
 
     @torch.no_grad()

@@ -70,6 +70,10 @@ def run_translation_command(args, spec: Spec) -> int:
         print(
             f"  {t['task']:<20} cycle L1 X {t['cycle_l1_x']:.4f}, Y {t['cycle_l1_y']:.4f}; stored {t['array_bytes']:,} bytes"
         )
+    probes = results.get("probes")
+    if probes:
+        share = "n/a" if probes["overhead"] is None else f"{100 * probes['overhead']:.1f}% of training"
+        print(f"probes: {len(probes['tasks'])} networks in {out_dir / probes['file']} ({share})")
     print(f"time: {time.perf_counter() - started:.1f} s in all (training {results['learn_seconds']:.1f} s)")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     return 0

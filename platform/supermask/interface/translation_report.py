@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from supermask import __version__  # noqa: E402
 from supermask.config.spec import Spec  # noqa: E402
 from supermask.core.translation.evaluation import DIRECTIONS, MISS_DISTANCE  # noqa: E402
+from supermask.interface.probe_report import plot_probes, probe_lines, probe_summary  # noqa: E402
 from supermask.recipes.translation import TranslationRecipe  # noqa: E402
 from supermask.runtime.translation_job import TranslationJobResult  # noqa: E402
 
@@ -37,6 +38,7 @@ def task_summary(meta: dict, record_bytes: int) -> dict:
         "method": meta["method"],
         "steps": metrics.get("steps"),
         "train_seconds": metrics.get("seconds"),
+        "probe_seconds": metrics.get("probe_seconds"),
         "array_bytes": meta.get("array_bytes"),
         "record_bytes": record_bytes,
         "hausdorff_score": final.get("hausdorff_score"),
@@ -117,6 +119,11 @@ def write_translation_report(
         "versions": {"supermask": __version__, "python": _platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    timing = {
+        "probe_seconds": sum((m.get("metrics") or {}).get("probe_seconds") or 0.0 for m in result.tasks),
+        "search_seconds": sum((m.get("metrics") or {}).get("train_seconds") or 0.0 for m in result.tasks),
+    }
+    results["probes"] = probe_summary(out_dir, timing)  # None when the run recorded no probes
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if any(t["evals"] for t in tasks):
         plot_curves(tasks, out_dir / "hausdorff.png")
@@ -169,6 +176,15 @@ def _markdown(spec: Spec, recipe: TranslationRecipe, results: dict, out_dir: Pat
         )
     if (out_dir / "hausdorff.png").exists():
         lines += ["", "![Hausdorff distance during training](hausdorff.png)"]
+    probes = probe_lines(results["probes"], plot_probes(out_dir), spec.probes.every, spec.probes.scale)
+    if probes:
+        probes[3:3] = [
+            "Each network of a task is probed on its own (rows `<task>/<network>`): what it trains "
+            "(weights, or scores and masks for supermasks), and for saturation its conv weights scaled by c "
+            "on a fixed batch of training images of its input domain (README, Image translation).",
+            "",
+        ]
+    lines += probes
     for t in results["tasks"]:
         grids = sorted((out_dir / "samples" / t["task"]).glob("step-*.png"))
         if not grids:

@@ -24,9 +24,11 @@ from PIL import Image
 from supermask.config.spec import RunSpec, Spec
 from supermask.config.translation_spec import resolved_settings
 from supermask.core.masks import MaskSpec
+from supermask.core.probes import ProbeConfig
 from supermask.core.search import task_seed
 from supermask.core.translation.evaluation import evaluate_translation, references, sample_grid
 from supermask.core.translation.generator import Generator, maskable_weights
+from supermask.core.translation.probe import Sink, TranslationProbe
 from supermask.core.translation.records import TranslationRecord, record_from_trainer
 from supermask.core.translation.settings import EVALUATION_FIELDS, TranslationSettings
 from supermask.core.translation.trainer import TranslationTrainer, base_fingerprint
@@ -55,6 +57,7 @@ class TranslationRecipe:
     base_fingerprint: str  # of the frozen networks ("" for trained tasks)
     num_weights: int  # generator weights per task (both directions)
     provenance: dict
+    probes: ProbeConfig = ProbeConfig()  # the spec's probes section (not provenance)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> TranslationRecipe:
@@ -84,6 +87,7 @@ class TranslationRecipe:
             base_fingerprint=fingerprint,
             num_weights=2 * sum(int(w.numel()) for w in weights.values()),
             provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            probes=spec.probes,
         )
 
     def stream_of(self) -> TranslationStream:
@@ -108,6 +112,8 @@ class TranslationOutcome:
     checkpoint_seconds: float = 0.0
     checkpoints: int = 0
     resumed_from_step: int = 0
+    probe_seconds: float = 0.0  # probes of the networks (part of train_seconds)
+    probes: int = 0
     samples: list[str] = field(default_factory=list)  # sample-grid PNGs written
 
 
@@ -163,18 +169,21 @@ def train_translation_task(
     on_start: Callable[[TranslationTrainer], None] | None = None,
     on_eval: Callable[[int, dict], None] | None = None,
     hooks: Sequence[Callable] = (),
+    probe_sink: Sink | None = None,
     **trainer_options,
 ) -> TranslationOutcome:
     """Train task t from its checkpoint (if any) to translation.steps, measuring it on the way.
 
-    `hooks` (e.g. norm probes) see the trainer after every step; `on_eval(step, scores)` hears each
-    measurement. With `evaluate` off (data-parallel ranks but one) nothing is measured or drawn.
+    `hooks` see the trainer after every step; `on_eval(step, scores)` hears each measurement. With
+    `probe_sink` and the recipe's probes on, the four networks are probed on their cadence
+    (core/translation/probe.py) and every record goes to the sink. With `evaluate` off (data-parallel
+    ranks but one) nothing is measured or drawn.
     """
     recipe = bench.recipe
     task = bench.task(t)
     trainer = bench.new_trainer(t, **trainer_options)
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
-    saved = {"evals": [], "losses": [], "seconds": 0.0}
+    saved = {"evals": [], "losses": [], "seconds": 0.0, "probe_seconds": 0.0}
     if state is not None:
         if state.get("task_id") != task.task_id:
             log.warning("%s is of another task; starting %s from step 0", checkpoint, task.task_id)
@@ -183,10 +192,16 @@ def train_translation_task(
                 trainer.load_state_dict(state["trainer"])
             except ValueError as e:
                 raise CheckpointError(f"{checkpoint}: {e}") from None
-            saved = {k: state[k] for k in saved}
+            saved = {k: state.get(k, v) for k, v in saved.items()}
     outcome = TranslationOutcome(record=None, resumed_from_step=trainer.step)  # type: ignore[arg-type]
     if on_start is not None:
         on_start(trainer)
+    probe = None
+    if probe_sink is not None and recipe.probes.enabled:
+        images = {"x": task.train.x, "y": task.train.y}
+        probe = TranslationProbe(trainer, recipe.probes, images, task.task_id, probe_sink)
+        probe.start()
+        hooks = [*hooks, probe]
     policy = policy or CheckpointPolicy()
     settings = trainer.settings
     evals: list[dict] = list(saved["evals"])
@@ -237,6 +252,7 @@ def train_translation_task(
                 "evals": evals,
                 "losses": losses,
                 "seconds": spent,
+                "probe_seconds": saved["probe_seconds"] + (probe.seconds if probe is not None else 0.0),
             }
             save_checkpoint(state, checkpoint)
             policy.wrote(time.perf_counter() - now)
@@ -247,6 +263,10 @@ def train_translation_task(
     outcome.train_seconds = spent - outcome.evaluate_seconds - policy.write_seconds
     outcome.checkpoint_seconds, outcome.checkpoints = policy.write_seconds, policy.writes
     metrics: dict = {"task_index": int(t), "steps": trainer.step, "seconds": spent, "evals": evals}
+    metrics["train_seconds"] = outcome.train_seconds
+    if probe is not None:
+        outcome.probe_seconds, outcome.probes = saved["probe_seconds"] + probe.seconds, probe.probes
+        metrics["probe_seconds"] = outcome.probe_seconds  # before a resume too, as `seconds`
     metrics["losses"] = losses
     if evaluate:
         metrics["final"] = evals[-1] if evals else _scores(trainer, task, settings.eval_size)

@@ -139,13 +139,18 @@ def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list
     for tid in stale_tasks(recipe, stored, f"the store at {store.root}", relearn):
         log.warning("deleting %s: it was learned with other settings (--relearn)", tid)
         store.delete(tid)
+    check_checkpoints(recipe, out_dir / "checkpoints", relearn)
+
+
+def check_checkpoints(recipe, folder: Path, relearn: bool) -> None:
+    """Refuse (or with relearn, delete) the checkpoints in `folder` made with other settings than the
+    recipe's (a mask or a translation recipe: anything with a `provenance`)."""
     checkpoints = {
         path.stem: (load_checkpoint(path) or {}).get("provenance") or {}
-        for path in sorted((out_dir / "checkpoints").glob("*.pt"))
+        for path in sorted(folder.glob("*.pt"))
     }
-    where = f"{out_dir / 'checkpoints'}"
-    for name in stale_tasks(recipe, checkpoints, where, relearn, what="checkpoint(s)"):
-        (out_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
+    for name in stale_tasks(recipe, checkpoints, str(folder), relearn, what="checkpoint(s)"):
+        (folder / f"{name}.pt").unlink(missing_ok=True)
 
 
 def learn_tasks(

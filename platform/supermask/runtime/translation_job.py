@@ -22,12 +22,11 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from tqdm.auto import tqdm
 
-from supermask.recipes.checkpoints import load_checkpoint
 from supermask.recipes.recipe import stale_tasks
 from supermask.recipes.translation import TranslationRecipe
 from supermask.runtime import train_entry
 from supermask.runtime.events import log_event, read_events
-from supermask.runtime.job import JobFailed
+from supermask.runtime.job import JobFailed, check_checkpoints
 from supermask.runtime.placement import check_cluster, num_workers, worker_resources
 from supermask.store.translation_store import TranslationStore
 
@@ -102,12 +101,7 @@ def _check_provenance(
     ):  # type: ignore[arg-type]
         log.warning("deleting %s: it was trained with other settings (--relearn)", tid)
         store.delete(tid)
-    checkpoints = {
-        path.stem: (load_checkpoint(path) or {}).get("provenance") or {}
-        for path in sorted((out_dir / "checkpoints").glob("*.pt"))
-    }
-    for name in stale_tasks(recipe, checkpoints, str(out_dir / "checkpoints"), relearn, what="checkpoint(s)"):  # type: ignore[arg-type]
-        (out_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
+    check_checkpoints(recipe, out_dir / "checkpoints", relearn)
 
 
 def run_translation_job(

@@ -10,31 +10,18 @@ measurements and a restored trial continues where it left off.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import ray.tune
 
 from supermask.config.sweep import plain
-from supermask.core.files import atomic_write
-from supermask.recipes.checkpoints import load_checkpoint, save_checkpoint
 from supermask.recipes.translation import TranslationBench, TranslationRecipe, _scores, eval_steps
 from supermask.runtime.events import log_event
 from supermask.runtime.placement import process_device
-from supermask.runtime.tune_trial import CHECKPOINT_FILE, TrialContext
+from supermask.runtime.tune_trial import TrialContext, replay_finished, report_epoch, restored_state
 
 
 def _restore(trainers: list) -> int:
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    try:
-        with checkpoint.as_directory() as folder:
-            saved = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-    except FileNotFoundError:
-        saved = None
+    saved = restored_state()
     if saved is None:
         return 0
     for trainer, state in zip(trainers, saved["trainers"], strict=True):
@@ -47,9 +34,7 @@ def translation_trial(config: dict, context: TrialContext) -> None:
     sweep = context.sweep
     trial_id = ray.tune.get_context().get_trial_id()
     config = {k: plain(v) for k, v in config.items()}
-    record_path = context.record_path(trial_id)
-    if record_path.exists():  # finished before a driver crash: report the result again, train nothing
-        ray.tune.report(json.loads(record_path.read_text())["metrics"])
+    if replay_finished(context, trial_id):  # finished before a driver crash: train nothing
         return
     recipe = TranslationRecipe.from_spec(sweep.trial_spec(config))
     bench = TranslationBench(recipe, process_device(recipe.run))
@@ -90,14 +75,6 @@ def translation_trial(config: dict, context: TrialContext) -> None:
             ),
         }
         log_event(context.events_path, "epoch_done", trial=trial_id, epoch=epoch, val_hausdorff=score)
-        if epoch == len(stops):
-            atomic_write(
-                record_path, json.dumps({"trial": trial_id, "config": config, "metrics": metrics}).encode()
-            )
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(
-                {"epoch": epoch, "trainers": [t.state_dict() for t in trainers]},
-                Path(folder) / CHECKPOINT_FILE,
-            )
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        state = {"epoch": epoch, "trainers": [t.state_dict() for t in trainers]}
+        report_epoch(context, trial_id, config, metrics, state, last=epoch == len(stops))
     log_event(context.events_path, "trial_finished", trial=trial_id, epochs=epoch)

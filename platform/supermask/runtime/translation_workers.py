@@ -15,7 +15,7 @@ import torch
 
 from supermask.recipes.learn import CheckpointPolicy
 from supermask.recipes.translation import TranslationBench, TranslationRecipe, train_translation_task
-from supermask.runtime.events import log_event
+from supermask.runtime.events import append_records, log_event
 from supermask.runtime.placement import train_worker_device
 from supermask.store.translation_store import TranslationStore
 
@@ -99,6 +99,7 @@ def _train(
         on_start=started,
         on_eval=measured,
         hooks=[_progress_hook(events, task_id)] if lead else [],
+        probe_sink=(lambda records: append_records(out_dir / "metrics.jsonl", records)) if lead else None,
         **options,
     )
     if lead:
@@ -114,6 +115,7 @@ def _train(
             evaluate_seconds=outcome.evaluate_seconds,
             checkpoint_seconds=outcome.checkpoint_seconds,
             checkpoints=outcome.checkpoints,
+            probe_seconds=outcome.probe_seconds,
             resumed_from_step=outcome.resumed_from_step,
             store_seconds=time.perf_counter() - began,
         )

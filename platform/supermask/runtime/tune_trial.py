@@ -52,11 +52,11 @@ class TrialContext:
         return Path(self.out_dir) / "trials" / f"{trial_id}.json"
 
 
-def _restore(stacks: list) -> int:
-    """Load the trial's last Tune checkpoint into `searches`; returns the epoch it was taken at (0: none)."""
+def restored_state() -> dict | None:
+    """What the trial's last Tune checkpoint holds (None: no checkpoint, or one a later one replaced)."""
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return None
     try:
         with checkpoint.as_directory() as folder:
             saved = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
@@ -65,6 +65,42 @@ def _restore(stacks: list) -> int:
     if saved is None:
         # Tune's state (repaired after a crash) can name a checkpoint that a later one replaced.
         log.warning("checkpoint %s is gone; this trial starts again from epoch 0", checkpoint.path)
+    return saved
+
+
+def replay_finished(context: TrialContext, trial_id: str) -> bool:
+    """Report a trial's recorded result again if it finished before a driver crash (then learn nothing)."""
+    record_path = context.record_path(trial_id)
+    if not record_path.exists():
+        return False
+    record = json.loads(record_path.read_text())
+    log_event(
+        context.events_path,
+        "trial_started",
+        trial=trial_id,
+        from_epoch=record["metrics"]["epoch"],
+        replayed=True,
+    )
+    ray.tune.report(record["metrics"])
+    return True
+
+
+def report_epoch(
+    context: TrialContext, trial_id: str, config: dict, metrics: dict, state: dict, last: bool
+) -> None:
+    """Report an epoch's metrics with a checkpoint of `state`; the last one is recorded first."""
+    if last:
+        record = {"trial": trial_id, "config": config, "metrics": metrics}
+        atomic_write(context.record_path(trial_id), json.dumps(record).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+
+
+def _restore(stacks: list) -> int:
+    """Load the trial's last Tune checkpoint into `searches`; returns the epoch it was taken at (0: none)."""
+    saved = restored_state()
+    if saved is None:
         return 0
     for (_, search), state in zip(stacks, saved["searches"], strict=True):
         search.load_state_dict(state)
@@ -76,17 +112,7 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
     sweep = context.sweep
     trial_id = ray.tune.get_context().get_trial_id()
     config = {k: plain(v) for k, v in config.items()}
-    record_path = context.record_path(trial_id)
-    if record_path.exists():  # finished before a driver crash: report the result again, learn nothing
-        record = json.loads(record_path.read_text())
-        log_event(
-            context.events_path,
-            "trial_started",
-            trial=trial_id,
-            from_epoch=record["metrics"]["epoch"],
-            replayed=True,
-        )
-        ray.tune.report(record["metrics"])
+    if replay_finished(context, trial_id):
         return
     recipe = Recipe.from_spec(sweep.trial_spec(config))
     bench = Workbench(recipe, process_device(recipe.run))
@@ -114,11 +140,6 @@ def sweep_trial(config: dict, context: TrialContext) -> None:
             val_accuracy=metrics["val_accuracy"],
             density=metrics["density"],
         )
-        if epoch == planned:
-            record = {"trial": trial_id, "config": config, "metrics": metrics}
-            atomic_write(record_path, json.dumps(record).encode())
-        with tempfile.TemporaryDirectory() as folder:
-            state = {"epoch": epoch, "searches": [s.state_dict() for _, s in stacks]}
-            save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        state = {"epoch": epoch, "searches": [s.state_dict() for _, s in stacks]}
+        report_epoch(context, trial_id, config, metrics, state, last=epoch == planned)
     log_event(context.events_path, "trial_finished", trial=trial_id, epochs=epoch)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from supermask.core.masks import MaskSpec
+from supermask.core.optimizers import Adam
 from supermask.core.translation.discriminators import build_discriminator
 from supermask.core.translation.generator import Generator
 from supermask.core.translation.losses import (
@@ -132,6 +133,19 @@ def build_networks(settings: TranslationSettings, mask: MaskSpec | None = None) 
     return nets
 
 
+def _adam_state(saved: dict, count: int) -> dict:
+    """An optimizer state as core/optimizers' Adam keeps it; a torch.optim.Adam state (checkpoints
+    written before the trainer used core/optimizers) is converted, so those runs resume unchanged."""
+    if "param_groups" not in saved:
+        return saved
+    per_param = saved["state"]
+    state = [
+        {k: int(v) if k == "step" else v for k, v in per_param[i].items()} if i in per_param else {}
+        for i in range(count)
+    ]
+    return {"lr": float(saved["param_groups"][0]["lr"]), "state": state}
+
+
 def _trainable(*nets: nn.Module) -> list[nn.Parameter]:
     return [p for net in nets for p in net.parameters() if p.requires_grad]
 
@@ -157,8 +171,9 @@ class TranslationTrainer:
         betas = (settings.beta1, settings.beta2)
         self.gen_params = _trainable(self.g_xy, self.g_yx)
         self.disc_params = _trainable(self.d_x, self.d_y)
-        self.opt_g = torch.optim.Adam(self.gen_params, lr=settings.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.disc_params, lr=settings.lr, betas=betas)
+        # core/optimizers' Adam: torch.optim's arithmetic without its torch._dynamo import (seconds per process)
+        self.opt_g = Adam(self.gen_params, lr=settings.lr, betas=betas)
+        self.opt_d = Adam(self.disc_params, lr=settings.lr, betas=betas)
         self.normalizer = LossNormalizer(settings.normalize_every, settings.normalize_beta)
         self.shard, self.grad_sync, self.value_sync = shard, grad_sync, value_sync
         if shard is not None and settings.batch_size < shard[1]:
@@ -213,7 +228,7 @@ class TranslationTrainer:
         gen_x, _ = self.d_x(fake_x)
         gen_y, _ = self.d_y(fake_y)
         loss = gan_discriminator_loss(real_x, gen_x, kind) + gan_discriminator_loss(real_y, gen_y, kind)
-        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad()
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.disc_params)
@@ -230,7 +245,7 @@ class TranslationTrainer:
         for d in (self.d_x, self.d_y):
             d.requires_grad_(False)
         total, raw, (fake_x, fake_y) = self._generator_loss(x, y)
-        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad()
         total.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.gen_params)
@@ -316,8 +331,8 @@ class TranslationTrainer:
             )
         for name, net in self.networks().items():
             net.load_state_dict(state["networks"][name])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(_adam_state(state["opt_g"], len(self.gen_params)))
+        self.opt_d.load_state_dict(_adam_state(state["opt_d"], len(self.disc_params)))
         self.normalizer.load_state_dict(state["normalizer"])
         self.step = int(state["step"])
 
