@@ -118,6 +118,24 @@ def test_saturation_of_a_one_homogeneous_relu_net_is_exactly_one(scale):
         assert record["saturation_agreement"] == 1.0
 
 
+def test_a_scaled_pass_that_overflows_float32_is_recomputed_in_float64_and_float64_overflow_is_reported():
+    net = homogeneous_mlp(bias=False)  # 1-homogeneous: the exact saturation cosine is 1 at any c
+    names = [n for n, _ in net.named_parameters()]
+    x = torch.randn(2, 64, 6, generator=torch.Generator().manual_seed(1))
+    run = stacked_runner(net, x, names, hidden=["1", "3"])
+    # c^3 = 1e75 overflows float32 (3.4e38) but not float64; c^3 = 1e360 overflows float64 too
+    for scale, overflow in ((1e25, False), (1e120, True)):
+        probe = Probe(run, names=names, config=ProbeConfig(every=1, scale=scale))
+        for record in probe.observe(0, stacked(net.parameters())):
+            assert record["saturation_float64"] == 1.0
+            assert record["saturation_overflow"] == float(overflow)
+            if overflow:  # reported as an overflow, not as a NaN cosine
+                assert not any(k.startswith(("saturation_cosine", "saturation_agreement")) for k in record)
+            else:
+                assert record["saturation_cosine"] == pytest.approx(1.0, abs=1e-12)
+                assert record["saturation_agreement"] == 1.0
+
+
 def test_biases_break_homogeneity_so_saturation_is_below_one():
     net = homogeneous_mlp(bias=True)
     with torch.no_grad():
