@@ -358,3 +358,25 @@ def test_neuron_masks_are_probed_for_norms_and_churn_without_saturation():
     last = sink[-1]
     assert last["norm"] > 0 and 0 <= last["churn"] <= 1 and 0 < last["density"] <= 1
     assert not any(k.startswith("saturation") for k in last)
+
+
+def test_run_reports_count_the_scaled_passes_that_overflowed():
+    from supermask.interface.probe_report import probe_lines, task_summary
+
+    records = [
+        {"step": 0.0, "norm": 1.0, "saturation_cosine": 0.5},
+        {
+            "step": 10.0,
+            "norm": 1.1,
+            "saturation_cosine": 0.9,
+            "saturation_float64": 1.0,
+            "saturation_overflow": 0.0,
+        },
+        {"step": 20.0, "norm": 1.2, "saturation_float64": 1.0, "saturation_overflow": 1.0},
+    ]
+    s = task_summary(records)
+    assert (s["saturation_float64_probes"], s["saturation_overflow_probes"]) == (2, 1)
+    assert s["saturation_cosine_end"] == 0.9  # the overflowed probe has no cosine
+    summary = {"tasks": {0: s}, "overhead": None, "probe_seconds": None, "file": "metrics.jsonl"}
+    text = "\n".join(probe_lines(summary, [], 10, 1000.0))
+    assert "overflowed float32 in 2 probe(s)" in text and "where 1 overflowed too" in text

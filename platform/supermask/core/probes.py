@@ -18,8 +18,10 @@ record of floats per task:
 For a supermask the effective weights are W * M: the probe scales those, never the scores, because
 multiplying the scores by c leaves a top-k or threshold mask exactly as it was.
 
-Every number of a probe, for all K tasks, is computed on the device and read in one transfer. Between
-probes a probe keeps one float32 copy of the trained tensors and of the masks. `stacked_runner` runs
+Every number of a probe, for all K tasks, is computed on the device and read in one transfer; before it,
+one check reads whether the scaled pass overflowed float32 (to run it again in float64 if it did). Between probes a probe
+keeps one float32 copy of the trained tensors and, by reference, the masks it was given (a mask
+method's forward() makes new ones; nothing may change them in place). `stacked_runner` runs
 any nn.Module for K tasks at once (torch.func.vmap) and captures hidden states; `probe_overhead`
 times probes against training steps.
 """
@@ -160,7 +162,7 @@ def saturation(
     hidden_c, out_c = run(scaled)
     finite = _finite_rows(hidden_c, out_c)
     extra: dict[str, torch.Tensor] = {}
-    if not bool(finite.all()):  # the rare case: one more sync, then the scaled pass again in float64
+    if not bool(finite.all()):  # rare: the scaled pass again in float64
         overflowed = ~finite
         if getattr(run, "takes_dtype", False):
             exact = (
@@ -253,7 +255,8 @@ class Probe:
         effective: Sequence[torch.Tensor] | None = None,
         extra: Mapping[str, torch.Tensor] | None = None,
     ) -> list[dict[str, float]]:
-        """Probe every task at `step`: `trained` tensors and current `masks` (0/1) if any, each (K, *shape),
+        """Probe every task at `step`: `trained` tensors and current `masks` (0/1, kept by reference until
+        the next probe) if any, each (K, *shape),
         optionally the `effective` weights the network computes with (default: frozen * masks, else
         `trained`) and `extra` (K,) values to record alongside. Returns one record per task."""
         names = self._layer_names(len(trained))
