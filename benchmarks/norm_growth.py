@@ -21,8 +21,9 @@ over every parameter, the core probes as hooks), because the platform's trained-
 not part of it yet; once they are, part 1-3 can run through `StackedSearch` like part 4.
 
 Writes JSON, PNG plots and report.md. One torch thread per process; --workers runs that many processes.
-The default (grid) setting is 41 trained runs of 400 steps and one stack of 4 mask searches: about 35
-minutes in one process on a loaded 2-core CPU; --quick runs 3 optimizer runs instead of the grid.
+The default (grid) setting is 40 trained runs of 600 steps and one stack of 4 mask searches: 20-40
+minutes in one process on a loaded 2-core CPU; --quick runs 3 optimizer runs instead of the grid and a
+smaller claim arm, in 400 steps.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from supermask.config.spec import spec_from_dict
 from supermask.core.evaluate import evaluate_mask
 from supermask.core.nets import BaseSpec, build_base
-from supermask.core.probes import Probe, ProbeConfig, norm_fits, probe_overhead, stacked_runner
+from supermask.core.probes import FIT_FORMS, Probe, ProbeConfig, norm_fits, probe_overhead, stacked_runner
 from supermask.core.search_probe import SearchProbe, probe_batch
 from supermask.core.transformer import attention_census, trainable_copy
 from supermask.data.formal_languages import FormalLanguageStream
@@ -143,7 +144,7 @@ def setting(full: bool) -> Setting:
     """The grid setting (under an hour on a loaded 2-core machine) or the quick one (a few minutes)."""
     if full:
         return Setting(
-            400, 20, 500, 500, 64, 32, optimizer_grid(True), claim_grid(True), mask_grid(True), 100
+            600, 30, 500, 500, 64, 32, optimizer_grid(True), claim_grid(True), mask_grid(True), 100
         )
     return Setting(400, 20, 500, 500, 64, 32, optimizer_grid(False), claim_grid(False), mask_grid(False), 100)
 
@@ -297,7 +298,9 @@ def summarise(run: Run, name: str, history: list[dict], seconds: float, paramete
         "history": [{k: v for k, v in h.items() if "/" not in k and k != "task"} for h in history],
         "layers_start": {k: v for k, v in history[0].items() if "/" in k},
         "layers_end": {k: v for k, v in history[-1].items() if "/" in k},
-        "fits": norm_fits(steps, norms),
+        "fits": norm_fits(steps, norms)
+        if len(norms) >= 3
+        else {f: dict.fromkeys(("intercept", "slope", "r2"), math.nan) for f in FIT_FORMS},
         "levelling": levelling(steps, norms),
         "saturation_start": {k: v for k, v in history[0].items() if k.startswith("saturation")},
         "saturation_end": {k: v for k, v in history[-1].items() if k.startswith("saturation")},
@@ -321,9 +324,21 @@ def train(run: Run, s: Setting, device: str = "cpu") -> list[dict]:
     start["sweep_start"] = learner.sweep()
     window: list[tuple[float, float]] = []
     curve = {"step": [], "loss": [], "accuracy": []}
+    last_finite: tuple[int, list[torch.Tensor]] | None = None
+    diverged = None
     for step in range(s.steps + 1):
         if learner.probe.due(step) or step == s.steps:
-            learner.observe(step)
+            if not math.isfinite(learner.observe(step).get("norm", math.nan)):
+                # Diverged: a parameter became inf or NaN. The run stops; what follows (census, sweep,
+                # accuracy) is of the last probed finite state, and the result says so.
+                learner.probe.history[0].pop()
+                diverged = {"last_finite_step": last_finite[0], "detected_at_step": step}
+                with torch.no_grad():
+                    for p, kept in zip(learner.params, last_finite[1], strict=True):
+                        p.copy_(kept)
+                log.info("%s diverged between steps %d and %d", run.name, last_finite[0], step)
+                break
+            last_finite = (step, [p.detach().clone() for p in learner.params])
             if window:
                 curve["step"].append(step)
                 curve["loss"].append(float(np.mean([w[0] for w in window])))
@@ -339,7 +354,7 @@ def train(run: Run, s: Setting, device: str = "cpu") -> list[dict]:
         "sweep_end": learner.sweep(),
     }
     parameters = int(sum(p.numel() for p in learner.params))
-    extra = {**start, **end, "curve": curve, **learner.evaluate()}
+    extra = {**start, **end, "curve": curve, **learner.evaluate(), "diverged": diverged}
     return [summarise(run, run.name, learner.probe.history[0], seconds, parameters, **extra)]
 
 
@@ -557,10 +572,11 @@ def main() -> None:
                 "overhead": r["probe_overhead"],
             }
         )
-    results["claim_correlation"] = correlations(results["claim"])
+    finite = [r for r in results["claim"] if not r.get("diverged")]  # a diverged run has no end norm
+    results["claim_correlation"] = correlations(finite)
     results["claim_correlation_by_optimizer"] = {
-        opt: correlations([r for r in results["claim"] if r["run"]["optimizer"] == opt])
-        for opt in sorted({r["run"]["optimizer"] for r in results["claim"]})
+        opt: correlations([r for r in finite if r["run"]["optimizer"] == opt])
+        for opt in sorted({r["run"]["optimizer"] for r in finite})
     }
     results["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)

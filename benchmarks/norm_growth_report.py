@@ -128,15 +128,22 @@ def grid_table(runs: list[dict]) -> list[str]:
                 run = next(
                     (r for r in group if r["run"]["lr"] == lr and r["run"]["weight_decay"] == wd), None
                 )
-                cells.append(
-                    ""
-                    if run is None
-                    else f"{fmt(run['levelling']['growth_ratio'])}x ({best_fit(run)}), "
-                    f"{saturation_text(run, 'start')} -> {saturation_text(run, 'end')}, {fmt(run['train_accuracy'], 2)}"
-                )
+                cells.append(cell(run))
             lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def cell(run: dict | None) -> str:
+    """One grid cell: norm ratio (best fit), saturation start -> end, train accuracy; or where it diverged."""
+    if run is None:
+        return ""
+    if run.get("diverged"):
+        return f"diverged after step {run['diverged']['last_finite_step']}"
+    return (
+        f"{fmt(run['levelling']['growth_ratio'])}x ({best_fit(run)}), {saturation_text(run, 'start')} -> "
+        f"{saturation_text(run, 'end')}, {fmt(run['train_accuracy'], 2)}"
+    )
 
 
 def saturation_text(run: dict, end: str) -> str:
@@ -240,11 +247,22 @@ def plot_masks(runs: list[dict], path: Path) -> None:
     save(fig, path)
 
 
+def label(run: dict) -> str:
+    """The run's name, with where it diverged if it did."""
+    d = run.get("diverged")
+    return run["name"] + (f" (diverged after step {d['last_finite_step']})" if d else "")
+
+
+def finite(runs: list[dict]) -> list[dict]:
+    """The runs that did not diverge (a diverged run's end state is not a trained network)."""
+    return [r for r in runs if not r.get("diverged")]
+
+
 def run_row(run: dict) -> str:
     lv, fits = run["levelling"], run["fits"]
     sat0, sat1 = run["saturation_start"], run["saturation_end"]
     return (
-        f"| {run['name']} | {fmt(lv['initial_norm'], 2)} -> {fmt(lv['plateau_norm'], 2)} ({fmt(lv['growth_ratio'])}x) "
+        f"| {label(run)} | {fmt(lv['initial_norm'], 2)} -> {fmt(lv['plateau_norm'], 2)} ({fmt(lv['growth_ratio'])}x) "
         f"| {best_fit(run)} | {' / '.join(fmt(fits[k]['r2']) for k in FITS)} "
         f"| {saturation_text(run, 'start')} -> {saturation_text(run, 'end')} "
         f"| {fmt(sat0.get('saturation_agreement'))} -> {fmt(sat1.get('saturation_agreement'))} "
@@ -360,13 +378,21 @@ def write_report(results: dict, docs: Path) -> None:
     corr = results["claim_correlation"]
     cfg = results["config"]
     machine = results["machine"]
+    gone = [r for r in opt + claim if r.get("diverged")]
+    gone_note = f": {', '.join(dict.fromkeys(label(r) for r in gone))}" if gone else ""
     verdicts = [
-        ("GD grows the parameter norm, roughly as sqrt(t) (trained; SGD, Adam, AdamW)", norm_verdict(opt)),
+        (
+            "GD grows the parameter norm, roughly as sqrt(t) (trained; SGD, Adam, AdamW)",
+            norm_verdict(finite(opt)),
+        ),
         (
             "First version: the norm levels off at a threshold that rises with the training accuracy reached",
-            claim_verdict(claim, corr),
+            claim_verdict(finite(claim), corr),
         ),
-        ("Training moves transformers toward saturated networks", saturation_verdict(opt, "trained runs")),
+        (
+            "Training moves transformers toward saturated networks",
+            saturation_verdict(finite(opt), "trained runs"),
+        ),
         (
             "(not in the sources) Mask search over a frozen random transformer moves the masked network toward saturation",
             saturation_verdict(masks, "mask searches"),
@@ -403,6 +429,9 @@ def write_report(results: dict, docs: Path) -> None:
         "| claim | verdict | evidence |",
         "| --- | --- | --- |",
         *[f"| {claim_text} | **{verdict}** | {evidence} |" for claim_text, (verdict, evidence) in verdicts],
+        "",
+        "Trained runs that diverged (a parameter became inf or NaN; the run stopped there) are left out of the "
+        f"verdicts and the correlations{gone_note}." if gone else "No trained run diverged.",
         "",
         "## Norm against step: optimizers",
         "",
@@ -445,7 +474,7 @@ def write_report(results: dict, docs: Path) -> None:
         "| run | factor | train acc (clean labels) | initial norm | end norm | ratio | levelled off | best fit |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *[
-            f"| {r['name']} | {factor(r)} | {fmt(r['train_accuracy'])} ({fmt(r['train_accuracy_clean'])}) "
+            f"| {label(r)} | {factor(r)} | {fmt(r['train_accuracy'])} ({fmt(r['train_accuracy_clean'])}) "
             f"| {fmt(r['levelling']['initial_norm'], 2)} | {fmt(r['levelling']['plateau_norm'], 2)} "
             f"| {fmt(r['levelling']['growth_ratio'])} | {'yes' if r['levelling']['levelled_off'] else 'no'} | {best_fit(r)} |"
             for r in claim
