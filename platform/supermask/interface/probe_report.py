@@ -14,13 +14,9 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from supermask.core.probes import FIT_FORMS, norm_fits  # noqa: E402
+from supermask.core.probes import FIT_FORMS, norm_fits
 
 PLOTTED_TASKS = 12  # tasks drawn one by one; more are summarised by their mean
 
@@ -108,6 +104,11 @@ def plot_probes(out_dir: Path) -> list[str]:
     records = read_probe_records(out_dir / "metrics.jsonl")
     if not records:
         return []
+    import matplotlib  # here, so that the summaries do without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     shown = list(records)[:PLOTTED_TASKS]
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
