@@ -490,6 +490,9 @@ def write_report(results: dict, docs: Path) -> None:
         "",
         "## Attention census (keys with weight > 1e-5 per head, over real query tokens)",
         "",
+        "One trained run per optimizer (its middle learning rate, smallest weight decay) and the first mask searches; "
+        "every run's census is in the JSON.",
+        "",
         "![census](census.png)",
         "",
         "| run | start, c = 1000 | end, c = 1000 | start, unscaled (c = 1) | end, unscaled (c = 1) |",
@@ -497,7 +500,7 @@ def write_report(results: dict, docs: Path) -> None:
         *[
             f"| {r['name']} | {census_summary(r['census_start'])} | {census_summary(r['census_end'])} "
             f"| {census_summary(r['census_start_unscaled'])} | {census_summary(r['census_end_unscaled'])} |"
-            for r in opt + masks
+            for r in shown
         ],
         "",
         "Argmax-like: at most 1.5 keys on average; mean-like: at least half of the keys a query may see. Under "
