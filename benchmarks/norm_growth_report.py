@@ -287,7 +287,7 @@ def names(runs: list[dict], most: int = 6) -> str:
     """The runs' names, or their count where there are many."""
     if not runs:
         return "none"
-    return ", ".join(r["name"] for r in runs) if len(runs) <= most else f"{len(runs)} runs"
+    return ", ".join(r["name"] for r in runs) if len(runs) <= most else "see the tables"
 
 
 def norm_verdict(runs: list[dict]) -> tuple[str, str]:
