@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from supermask.config.spec import spec_from_dict
 from supermask.core.evaluate import evaluate_mask
 from supermask.core.nets import BaseSpec, build_base
-from supermask.core.probes import FIT_FORMS, Probe, ProbeConfig, norm_fits, probe_overhead, stacked_runner
+from supermask.core.probe_runner import stacked_runner
+from supermask.core.probes import FIT_FORMS, Probe, ProbeConfig, norm_fits, probe_overhead
 from supermask.core.search_probe import SearchProbe, probe_batch
 from supermask.core.transformer import attention_census, trainable_copy
 from supermask.data.formal_languages import FormalLanguageStream
@@ -309,8 +310,8 @@ def summarise(run: Run, name: str, history: list[dict], seconds: float, paramete
     log.info(
         "%-44s %5.1fs  train %.3f  test %.3f  norm %.2f -> %.2f  sat cos %.3f -> %.3f  agree %.3f -> %.3f",
         name, seconds, result["train_accuracy"], result["test_accuracy"], norms[0], norms[-1],
-        *(result[f"saturation_{end}"].get(key, math.nan) for key in ("saturation_cosine", "saturation_agreement")
-          for end in ("start", "end")),
+        *(result[f"saturation_{end}"].get(key, math.nan)
+          for key in ("saturation_cosine", "saturation_agreement") for end in ("start", "end")),
     )  # fmt: skip
     return result
 

@@ -117,7 +117,8 @@ def grid_table(runs: list[dict]) -> list[str]:
             continue
         lrs, wds = grid_values(group, "lr"), grid_values(group, "weight_decay")
         lines += [
-            f"**{opt}**: end/initial norm (best fit), saturation cosine at c = 1000 start -> end, train accuracy",
+            f"**{opt}**: end/initial norm (best fit), saturation cosine at c = 1000 start -> end, "
+            "train accuracy",
             "",
             "| lr \\ weight decay | " + " | ".join(f"{wd:g}" for wd in wds) + " |",
             "| --- |" + " --- |" * len(wds),

@@ -14,6 +14,7 @@ from supermask.config.spec import spec_from_dict
 from supermask.core.batches import StackedTensors
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
 from supermask.core.nets import BaseSpec, build_base
+from supermask.core.probe_runner import stacked_runner
 from supermask.core.probes import (
     Probe,
     ProbeConfig,
@@ -21,7 +22,6 @@ from supermask.core.probes import (
     norm_fits,
     probe_overhead,
     row_cosines,
-    stacked_runner,
 )
 from supermask.core.search import SearchConfig, StackedSearch, build_optimizer
 from supermask.core.search_probe import SearchProbe, summary

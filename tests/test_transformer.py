@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
-from supermask.core.probes import stacked_runner
+from supermask.core.probe_runner import stacked_runner
 from supermask.core.transformer import Transformer, attention_census, trainable_copy, transformer_of
 
 VOCAB = 6
