@@ -21,9 +21,9 @@ over every parameter, the core probes as hooks), because the platform's trained-
 not part of it yet; once they are, part 1-3 can run through `StackedSearch` like part 4.
 
 Writes JSON, PNG plots and report.md. One torch thread per process; --workers runs that many processes.
-The default (grid) setting is 40 trained runs of 600 steps and one stack of 4 mask searches: 20-40
-minutes in one process on a loaded 2-core CPU; --quick runs 3 optimizer runs instead of the grid and a
-smaller claim arm, in 400 steps.
+The default (grid) setting is 40 trained runs of 1200 steps and one stack of 4 mask searches: 14 minutes
+in one process on the shared 2-core CPU at a load average of 1-3 (expect up to about 40 at a heavy
+load); --quick runs 3 optimizer runs instead of the grid and a smaller claim arm, in 400 steps.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def setting(full: bool) -> Setting:
     """The grid setting (under an hour on a loaded 2-core machine) or the quick one (a few minutes)."""
     if full:
         return Setting(
-            600, 30, 500, 500, 64, 32, optimizer_grid(True), claim_grid(True), mask_grid(True), 100
+            1200, 60, 500, 500, 64, 32, optimizer_grid(True), claim_grid(True), mask_grid(True), 100
         )
     return Setting(400, 20, 500, 500, 64, 32, optimizer_grid(False), claim_grid(False), mask_grid(False), 100)
 
