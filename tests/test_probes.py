@@ -14,6 +14,7 @@ from supermask.config.spec import spec_from_dict
 from supermask.core.batches import StackedTensors
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
 from supermask.core.nets import BaseSpec, build_base
+from supermask.core.probe_runner import stacked_runner
 from supermask.core.probes import (
     Probe,
     ProbeConfig,
@@ -21,7 +22,6 @@ from supermask.core.probes import (
     norm_fits,
     probe_overhead,
     row_cosines,
-    stacked_runner,
 )
 from supermask.core.search import SearchConfig, StackedSearch, build_optimizer
 from supermask.core.search_probe import SearchProbe, summary
@@ -116,6 +116,24 @@ def test_saturation_of_a_one_homogeneous_relu_net_is_exactly_one(scale):
         assert record["saturation_cosine"] == pytest.approx(1.0, abs=1e-12)
         assert record["saturation_output_cosine"] == pytest.approx(1.0, abs=1e-12)
         assert record["saturation_agreement"] == 1.0
+
+
+def test_a_scaled_pass_that_overflows_float32_is_recomputed_in_float64_and_float64_overflow_is_reported():
+    net = homogeneous_mlp(bias=False)  # 1-homogeneous: the exact saturation cosine is 1 at any c
+    names = [n for n, _ in net.named_parameters()]
+    x = torch.randn(2, 64, 6, generator=torch.Generator().manual_seed(1))
+    run = stacked_runner(net, x, names, hidden=["1", "3"])
+    # c^3 = 1e75 overflows float32 (3.4e38) but not float64; c^3 = 1e360 overflows float64 too
+    for scale, overflow in ((1e25, False), (1e120, True)):
+        probe = Probe(run, names=names, config=ProbeConfig(every=1, scale=scale))
+        for record in probe.observe(0, stacked(net.parameters())):
+            assert record["saturation_float64"] == 1.0
+            assert record["saturation_overflow"] == float(overflow)
+            if overflow:  # reported as an overflow, not as a NaN cosine
+                assert not any(k.startswith(("saturation_cosine", "saturation_agreement")) for k in record)
+            else:
+                assert record["saturation_cosine"] == pytest.approx(1.0, abs=1e-12)
+                assert record["saturation_agreement"] == 1.0
 
 
 def test_biases_break_homogeneity_so_saturation_is_below_one():
@@ -340,3 +358,25 @@ def test_neuron_masks_are_probed_for_norms_and_churn_without_saturation():
     last = sink[-1]
     assert last["norm"] > 0 and 0 <= last["churn"] <= 1 and 0 < last["density"] <= 1
     assert not any(k.startswith("saturation") for k in last)
+
+
+def test_run_reports_count_the_scaled_passes_that_overflowed():
+    from supermask.interface.probe_report import probe_lines, task_summary
+
+    records = [
+        {"step": 0.0, "norm": 1.0, "saturation_cosine": 0.5},
+        {
+            "step": 10.0,
+            "norm": 1.1,
+            "saturation_cosine": 0.9,
+            "saturation_float64": 1.0,
+            "saturation_overflow": 0.0,
+        },
+        {"step": 20.0, "norm": 1.2, "saturation_float64": 1.0, "saturation_overflow": 1.0},
+    ]
+    s = task_summary(records)
+    assert (s["saturation_float64_probes"], s["saturation_overflow_probes"]) == (2, 1)
+    assert s["saturation_cosine_end"] == 0.9  # the overflowed probe has no cosine
+    summary = {"tasks": {0: s}, "overhead": None, "probe_seconds": None, "file": "metrics.jsonl"}
+    text = "\n".join(probe_lines(summary, [], 10, 1000.0))
+    assert "overflowed float32 in 2 probe(s)" in text and "where 1 overflowed too" in text

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
+from supermask.core.probe_runner import stacked_runner
 from supermask.core.transformer import Transformer, attention_census, trainable_copy, transformer_of
 
 VOCAB = 6
@@ -160,3 +161,15 @@ def test_attention_census_counts_uniform_heads_and_saturation_narrows_attention(
     assert all(1.0 <= c <= hard.mean_allowed for layer in hard.mean_count for c in layer)
     causal = attention_census(build_base(spec(causal=True)).net, x, scale=1.0)
     assert causal.mean_allowed == pytest.approx((78 + 78 + 36) / 32)  # query i sees i + 1 keys
+
+
+def test_the_probe_runner_runs_the_transformer_in_float64_too():
+    base = build_base(spec(causal=True))
+    x = torch.stack([tokens([12, 7, 3]), tokens([5, 12, 9], seed=1)])
+    run = stacked_runner(base.net, x, base.masked_names, hidden=base.net.hidden_names())
+    weights = [w.unsqueeze(0).expand(2, *w.shape) for w in base.weights()]
+    hidden, out = run(weights)
+    hidden64, out64 = run([w.double() for w in weights], dtype=torch.float64)
+    assert out64.dtype == torch.float64 and all(h.dtype == torch.float64 for h in hidden64)
+    assert torch.allclose(out64.float(), out, rtol=1e-4, atol=1e-5)
+    assert len(hidden64) == len(hidden) == 2

@@ -18,9 +18,11 @@ record of floats per task:
 For a supermask the effective weights are W * M: the probe scales those, never the scores, because
 multiplying the scores by c leaves a top-k or threshold mask exactly as it was.
 
-Every number of a probe, for all K tasks, is computed on the device and read in one transfer. Between
-probes a probe keeps one float32 copy of the trained tensors and of the masks. `stacked_runner` runs
-any nn.Module for K tasks at once (torch.func.vmap) and captures hidden states; `probe_overhead`
+Every number of a probe, for all K tasks, is computed on the device and read in one transfer; before
+it, one check reads whether the scaled pass overflowed float32 (to run it again in float64 if it did).
+Between probes a probe keeps one float32 copy of the trained tensors and, by reference, the masks it
+was given (a mask method's forward() makes new ones; nothing may change them in place).
+`core/probe_runner.py`'s `stacked_runner` makes the run function of any nn.Module; `probe_overhead`
 times probes against training steps.
 """
 
@@ -34,8 +36,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call, vmap
 
 from supermask.core.fields import check_fields, in_range
 
@@ -84,8 +84,20 @@ def _per_task_cosine(dot: torch.Tensor, norm_a: torch.Tensor, norm_b: torch.Tens
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(K,) float64 dot products of the rows of two (K, n) tensors (a batched BLAS product)."""
+    """(K,) float64 dot products of the rows of two (K, n) tensors.
+
+    On a CPU one BLAS dot per row: about twice as fast as the batched product `vecdot` makes of it.
+    """
+    if a.device.type == "cpu":
+        return torch.stack([torch.dot(x, y) for x, y in zip(a, b, strict=True)]).double()
     return torch.linalg.vecdot(a, b).double()
+
+
+def _count(masks: torch.Tensor) -> torch.Tensor:
+    """(K,) float64 count of the ones in each row of (K, n) 0/1 masks (float32 sums are exact below 2^24)."""
+    if masks.shape[1] < 2**24:
+        return masks.sum(1).double()
+    return masks.sum(1, dtype=torch.float64)
 
 
 def _rows_weight(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -118,6 +130,11 @@ def argmax_agreements(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | Non
     return (same * w).sum(1) / w.sum(1)
 
 
+def _finite_rows(hidden: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: whether every hidden state and output of each task is finite."""
+    return torch.stack([t.reshape(len(t), -1).isfinite().all(1) for t in [*hidden, out]]).all(0)
+
+
 @torch.no_grad()
 def saturation(
     run: RunFn,
@@ -125,23 +142,61 @@ def saturation(
     scale: float,
     keep: torch.Tensor | None = None,
     labels: Sequence[str] | None = None,
+    *,
+    owned: bool = False,
 ) -> dict[str, torch.Tensor]:
     """(K,) saturation numbers: the network with effective weights scaled by `scale` against it unscaled.
 
-    `labels` name the hidden states in the per-layer keys (default: their index).
+    `labels` name the hidden states in the per-layer keys (default: their index). With `owned` the
+    `effective` tensors are the caller's to spend: they are scaled in place after the unscaled pass.
+
+    A task whose scaled pass overflows float32 (inf or NaN anywhere) is run again in float64 when `run`
+    takes a dtype (`stacked_runner`'s does); `saturation_float64` is 1 for it. If it overflows float64
+    too, or `run` has no float64 pass, its cosines and agreement are left out (NaN) and
+    `saturation_overflow` is 1: an overflow is reported as such, never as a cosine.
     """
     hidden, out = run([w.detach() for w in effective])
-    hidden_c, out_c = run([w.detach() * scale for w in effective])
-    if not all(torch.isfinite(h).all() for h in [*hidden_c, out_c]):
-        log.warning("saturation probe at c=%g overflowed float32: cosines are NaN", scale)
+    scaled = [w.mul_(scale) if owned else w.detach() * scale for w in effective]
+    hidden_c, out_c = run(scaled)
+    finite = _finite_rows(hidden_c, out_c)
+    extra: dict[str, torch.Tensor] = {}
+    if not bool(finite.all()):  # rare: the scaled pass again in float64
+        overflowed = ~finite
+        if getattr(run, "takes_dtype", False):
+            exact = (
+                [w.double() for w in scaled] if owned else [w.detach().double() * scale for w in effective]
+            )
+            hidden64, out64 = run(exact, dtype=torch.float64)
+            hidden_c = [
+                torch.where(_rows(finite, h), h.double(), h64)
+                for h, h64 in zip(hidden_c, hidden64, strict=True)
+            ]
+            out_c = torch.where(_rows(finite, out_c), out_c.double(), out64)
+            finite = _finite_rows(hidden_c, out_c)
+            extra["saturation_float64"] = overflowed.double()
+        extra["saturation_overflow"] = (~finite).double()
+        log.warning(
+            "saturation probe at c=%g overflowed float32 in %d of %d task(s): %s (an overflow is reported "
+            "as saturation_overflow = 1, not as a cosine)",
+            scale, int(overflowed.sum()), len(finite),
+            f"recomputed in float64, where {int((~finite).sum())} overflowed too"
+            if "saturation_float64" in extra else "the run has no float64 pass",
+        )  # fmt: skip
     out_cos = row_cosines(out, out_c, keep)
     per_layer = [row_cosines(h, hc, keep) for h, hc in zip(hidden, hidden_c, strict=True)]
-    return {
+    values = {
         "saturation_cosine": torch.stack(per_layer).mean(0) if per_layer else out_cos,
         "saturation_output_cosine": out_cos,
         "saturation_agreement": argmax_agreements(out, out_c, keep),
         **{f"saturation_cosine/{labels[i] if labels else i}": c for i, c in enumerate(per_layer)},
     }
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=finite.device)
+    return {**{k: torch.where(finite, v.double(), nan) for k, v in values.items()}, **extra}
+
+
+def _rows(finite: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`finite` (K,) shaped to broadcast over a (K, ...) tensor."""
+    return finite.reshape(-1, *[1] * (t.dim() - 1))
 
 
 class Probe:
@@ -198,7 +253,8 @@ class Probe:
         effective: Sequence[torch.Tensor] | None = None,
         extra: Mapping[str, torch.Tensor] | None = None,
     ) -> list[dict[str, float]]:
-        """Probe every task at `step`: `trained` tensors and current `masks` (0/1) if any, each (K, *shape),
+        """Probe every task at `step`: `trained` tensors and current `masks` (0/1, kept by reference until
+        the next probe) if any, each (K, *shape),
         optionally the `effective` weights the network computes with (default: frozen * masks, else
         `trained`) and `extra` (K,) values to record alongside. Returns one record per task."""
         names = self._layer_names(len(trained))
@@ -236,9 +292,9 @@ class Probe:
             sq.append(_dot(t, t))
             out[f"norm/{name}"] = sq[-1].sqrt()
             if have_prev:
-                delta = t - self._prev[i]
-                along.append(_dot(self._prev[i], delta))
+                delta = torch.sub(t, self._prev[i], out=self._prev[i])  # in the last probe's buffer
                 delta_sq.append(_dot(delta, delta))
+                along.append(_dot(t, delta) - delta_sq[-1])  # <theta_t, delta> = <theta_t+1 - delta, delta>
                 self._prev[i].copy_(t)
         total = torch.stack(sq).sum(0)
         out["norm"] = total.sqrt()
@@ -259,11 +315,12 @@ class Probe:
 
     def _churn(self, names: list[str], masks: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         # For 0/1 masks, flipped = |m| + |m_prev| - 2 <m, m_prev>: exact in float32 below 2^24 per layer and task.
+        # The masks are kept by reference, not copied: `observe` is given masks nothing changes in place.
         layers = [m.detach().flatten(1).float() for m in masks]
         have_prev = self._prev_masks is not None and [p.shape for p in self._prev_masks] == [
             m.shape for m in layers
         ]
-        kept = [m.sum(1, dtype=torch.float64) for m in layers]
+        kept = [_count(m) for m in layers]
         out = {"density": torch.stack(kept).sum(0) / sum(m.shape[1] for m in layers)}
         if have_prev:
             flips = []
@@ -271,11 +328,8 @@ class Probe:
                 flipped = kept[i] + self._prev_kept[i] - 2 * _dot(m, self._prev_masks[i])
                 out[f"churn/{name}"] = flipped / m.shape[1]
                 flips.append(flipped)
-                self._prev_masks[i].copy_(m)
             out["churn"] = torch.stack(flips).sum(0) / sum(m.shape[1] for m in layers)
-        else:
-            self._prev_masks = [m.clone() for m in layers]
-        self._prev_kept = kept
+        self._prev_masks, self._prev_kept = layers, kept
         return out
 
     def _effective(self, masks, trained, effective) -> list[torch.Tensor]:
@@ -294,7 +348,8 @@ class Probe:
         out: dict[str, torch.Tensor] = {}
         if every and self._count % every == 0:
             weights = self._effective(masks, trained, effective)
-            out.update(saturation(self.run, weights, self.config.scale, self.keep, self.hidden))
+            owned = effective is None and masks is not None  # W * M made here: scaled in place
+            out.update(saturation(self.run, weights, self.config.scale, self.keep, self.hidden, owned=owned))
         if sweep_every and self._count % sweep_every == 0:
             out.update(self.sweep(self._effective(masks, trained, effective)))
         return out
@@ -337,69 +392,6 @@ def norm_fits(steps: Sequence[float], norms: Sequence[float]) -> dict[str, dict[
         r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
         out[name] = {"intercept": float(a), "slope": float(b), "r2": float(r2)}
     return out
-
-
-def _capture(net: nn.Module, hidden: Sequence[str]) -> tuple[list[torch.Tensor | None], list]:
-    modules = dict(net.named_modules())
-    unknown = [h for h in hidden if h not in modules]
-    if unknown:
-        raise ValueError(f"no module(s) {unknown} to probe; modules: {', '.join(n for n in modules if n)}")
-    # One slot per name, in the order of `hidden` (not the order the forward calls the modules in,
-    # which differs where a network branches: a U-Net's skips, a block's concatenation).
-    seen: list[torch.Tensor | None] = [None] * len(hidden)
-
-    def grab_into(i: int):
-        def grab(_module, _inputs, output):
-            seen[i] = output[0] if isinstance(output, tuple) else output
-
-        return grab
-
-    return seen, [modules[h].register_forward_hook(grab_into(i)) for i, h in enumerate(hidden)]
-
-
-def stacked_runner(
-    net: nn.Module,
-    x: torch.Tensor,
-    names: Sequence[str],
-    *,
-    fixed: Mapping[str, torch.Tensor] | None = None,
-    hidden: Sequence[str] = (),
-) -> RunFn:
-    """A RunFn over `net` for K tasks at once: task k runs x[k] with the k-th slice of each given tensor
-    in place of parameter `names[i]`, and of each `fixed` tensor (K, ...) (e.g. BatchNorm statistics,
-    read when the run is called, so statistics updated in place are seen). `hidden` names the modules
-    whose outputs are the hidden states. The net runs in eval mode and is left as it was.
-    """
-    names = list(names)
-
-    def one_task(effective, state, xk):
-        seen, handles = _capture(net, hidden)
-        try:
-            out = functional_call(net, {**dict(zip(names, effective, strict=True)), **state}, (xk,))
-        finally:
-            for h in handles:
-                h.remove()
-        missed = [h for h, state in zip(hidden, seen, strict=True) if state is None]
-        if missed:
-            raise ValueError(f"the forward never ran module(s) {missed}; probe modules it runs")
-        return list(seen), out
-
-    @torch.no_grad()
-    def run(effective: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if len(effective) != len(names):
-            raise ValueError(f"run got {len(effective)} tensors for {len(names)} names")
-        was_training = net.training
-        net.eval()  # BatchNorm uses (and never updates) the statistics it is given
-        try:
-            if len(x) == 1:  # one task: the plain call, without vmap's per-operation cost
-                state = {k: v[0] for k, v in (fixed or {}).items()}
-                hidden_states, out = one_task([w[0] for w in effective], state, x[0])
-                return [h.unsqueeze(0) for h in hidden_states], out.unsqueeze(0)
-            return vmap(one_task)(list(effective), dict(fixed or {}), x)
-        finally:
-            net.train(was_training)
-
-    return run
 
 
 def probe_overhead(

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from supermask.core.probes import Probe, ProbeConfig, stacked_runner
+from supermask.core.probe_runner import stacked_runner
+from supermask.core.probes import Probe, ProbeConfig
 from supermask.core.search import StackedSearch, StepInfo
 
 Sink = Callable[[list[dict]], None]

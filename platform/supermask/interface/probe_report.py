@@ -14,13 +14,9 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from supermask.core.probes import FIT_FORMS, norm_fits  # noqa: E402
+from supermask.core.probes import FIT_FORMS, norm_fits
 
 PLOTTED_TASKS = 12  # tasks drawn one by one; more are summarised by their mean
 
@@ -64,6 +60,11 @@ def task_summary(records: list[dict]) -> dict:
         out[f"{key}_start"], out[f"{key}_end"] = _ends(records, key)
     _, churn = _series(records, "churn")
     out["churn_mean"] = float(churn.mean()) if len(churn) else None
+    for key in (
+        "saturation_float64",
+        "saturation_overflow",
+    ):  # scaled passes that overflowed float32 / float64
+        out[f"{key}_probes"] = sum(bool(r.get(key)) for r in records)
     return out
 
 
@@ -103,6 +104,11 @@ def plot_probes(out_dir: Path) -> list[str]:
     records = read_probe_records(out_dir / "metrics.jsonl")
     if not records:
         return []
+    import matplotlib  # here, so that the summaries do without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     shown = list(records)[:PLOTTED_TASKS]
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -175,4 +181,12 @@ def probe_lines(summary: dict | None, plots: list[str], every: int, scale: float
         )
     if len(summary["tasks"]) > 50:
         lines.append(f"| ... {len(summary['tasks']) - 50} more tasks in results.json | | | | | | |")
+    redone = sum(s.get("saturation_float64_probes", 0) for s in summary["tasks"].values())
+    if redone:
+        overflowed = sum(s.get("saturation_overflow_probes", 0) for s in summary["tasks"].values())
+        lines += [
+            "",
+            f"The scaled pass overflowed float32 in {redone} probe(s) (summed over tasks); they were computed "
+            f"again in float64, where {overflowed} overflowed too (left out of the saturation numbers).",
+        ]
     return lines

@@ -30,7 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from supermask.core.probes import Probe, ProbeConfig, RunFn, stacked_runner
+from supermask.core.probe_runner import stacked_runner
+from supermask.core.probes import Probe, ProbeConfig, RunFn
 from supermask.core.translation.generator import maskable_weights
 from supermask.core.translation.masked import MaskedNetwork
 
