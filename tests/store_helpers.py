@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -178,3 +180,50 @@ def write_v1_journal(path: Path, puts: list[TaskMask], deletes: list[str] = ()) 
 def v1_view(mask: TaskMask) -> TaskMask:
     """What a format-1 store gives back for a mask after migration: the same, with no provenance."""
     return TaskMask(**{**mask.__dict__, "provenance": {}})
+
+
+class AckedWriter:
+    """A thread that puts ids `<prefix>00000`, `<prefix>00001`, ... one after another until stopped,
+    retrying each put through the crashes a test causes (`retry_on`). `acked` lists the ids whose put
+    returned: the acknowledged ones. Use as a context manager; leaving it stops the thread and raises
+    what the thread raised."""
+
+    def __init__(self, put, prefix: str, retry_on: tuple[type[BaseException], ...]) -> None:
+        self.put, self.prefix, self.retry_on = put, prefix, retry_on
+        self.acked: list[str] = []
+        self.attempted = 0
+        self.retries = 0
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def attempted_ids(self) -> set[str]:
+        return {f"{self.prefix}{i:05d}" for i in range(self.attempted)}
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                tid = f"{self.prefix}{self.attempted:05d}"
+                self.attempted += 1
+                for _ in range(100):
+                    try:
+                        self.put(tid)
+                        self.acked.append(tid)  # only a put that returned counts as acknowledged
+                        break
+                    except self.retry_on:
+                        self.retries += 1
+                        time.sleep(0.05)
+                else:
+                    raise AssertionError(f"put {tid} never succeeded")
+        except BaseException as e:
+            self._failure = e
+
+    def __enter__(self) -> AckedWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        if self._failure is not None and exc[0] is None:
+            raise self._failure

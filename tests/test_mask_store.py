@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ray.exceptions import (
 )
 
 import store_helpers
-from store_helpers import assert_same, tamper, v1_view, write_v1_journal, write_v1_snapshot
+from store_helpers import AckedWriter, assert_same, tamper, v1_view, write_v1_journal, write_v1_snapshot
 from supermask.core.packing import TaskMask
 from supermask.interface import cli
 from supermask.runtime.mask_store import MaskStore, ShardUnavailableError, shard_actor_name
@@ -480,34 +479,11 @@ def test_reshard_two_to_three_keeps_every_mask_once(ray_cluster, tmp_path, capsy
 def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, record_property):
     """The crash test: every acknowledged put survives 6 kill -9s (each shard hit twice), and `store verify` finds nothing corrupt."""
     store = MaskStore.open(tmp_path, 3, compact_bytes=256 * 1024)  # compactions get killed too
-    acked: list[str] = []
-    attempted = {"n": 0, "retries": 0}
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            while not stop.is_set():
-                tid = f"crash-{attempted['n']:05d}"
-                attempted["n"] += 1
-                for _ in range(100):
-                    try:
-                        store.put(make_mask(tid))
-                        acked.append(tid)  # only a put that returned counts as acknowledged
-                        break
-                    except (ray.exceptions.RayActorError, MaskFileError):
-                        attempted["retries"] += 1
-                        time.sleep(0.05)
-                else:
-                    raise AssertionError(f"put {tid} never succeeded")
-        except BaseException as e:
-            failures.append(e)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
     rng = random.Random(20)
     serve_s = []
-    try:
+    retry_on = (ray.exceptions.RayActorError, MaskFileError)
+    with AckedWriter(lambda tid: store.put(make_mask(tid)), "crash-", retry_on) as writer:
+        acked = writer.acked
         for i in range(6):
             time.sleep(rng.uniform(0.02, 0.3))
             shard = i % 3
@@ -520,10 +496,6 @@ def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, reco
                 assert_same(store.get(probe), make_mask(probe))
             serve_s.append(time.perf_counter() - killed)
             assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted before the next kill
-    finally:
-        stop.set()
-        thread.join(timeout=120)
-    assert not failures, failures
     assert len(acked) > 30, len(acked)
     store.close()
     capsys.readouterr()
@@ -533,7 +505,7 @@ def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, reco
     contents = shard_contents(tmp_path, 3)
     held = {t for ids in contents.values() for t in ids}
     assert set(acked) <= held  # every acknowledged put is present ...
-    assert held <= {f"crash-{i:05d}" for i in range(attempted["n"])}
+    assert held <= writer.attempted_ids()
     for s, ids in contents.items():
         with MaskFile(shard_path(tmp_path, s)) as f:
             for t in ids:  # ... on its own shard, bit-for-bit
@@ -544,7 +516,7 @@ def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, reco
         "kill -9 x6: %d puts acknowledged, %d client retries; time to serve after a kill: "
         "median %.2f s, max %.2f s",
         len(acked),
-        attempted["retries"],
+        writer.retries,
         float(np.median(serve_s)),
         max(serve_s),
     )
@@ -557,32 +529,10 @@ def test_kill_9_of_reservoir_actors_during_puts_loses_no_acknowledged_update(ray
     # Small journals: compactions (the matrix file replaced whole) run during the puts, and may be killed.
     spec = ReservoirSpec(rule="storkey", shards=2, compact_bytes=1500)
     store = ReservoirStore.open(tmp_path, spec, DIMS, "base-a")
-    acked: list[str] = []
-    attempted = {"n": 0}
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            while not stop.is_set():
-                tid = f"k-{attempted['n']:05d}"
-                attempted["n"] += 1
-                for _ in range(100):
-                    try:
-                        store.put_patterns([(tid, pattern(tid), {}, {})])
-                        acked.append(tid)  # only a put that returned counts as acknowledged
-                        break
-                    except (ray.exceptions.RayActorError, MaskFileError, ShardUnavailableError):
-                        time.sleep(0.05)
-                else:
-                    raise AssertionError(f"put {tid} never succeeded")
-        except BaseException as e:
-            failures.append(e)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
     rng = random.Random(11)
-    try:
+    retry_on = (ray.exceptions.RayActorError, MaskFileError, ShardUnavailableError)
+    with AckedWriter(lambda tid: store.put_patterns([(tid, pattern(tid), {}, {})]), "k-", retry_on) as writer:
+        acked = writer.acked
         for shard in range(2):
             time.sleep(rng.uniform(0.1, 0.4))
             actor = store.actors[shard]
@@ -590,10 +540,6 @@ def test_kill_9_of_reservoir_actors_during_puts_loses_no_acknowledged_update(ray
             os.kill(pid, signal.SIGKILL)
             assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted: its journal replayed
             time.sleep(0.2)  # puts reach the restarted actor before the writer stops
-    finally:
-        stop.set()
-        thread.join(timeout=120)
-    assert not failures, failures
     assert len(acked) > 10, len(acked)
     store.close()
     capsys.readouterr()
@@ -610,4 +556,4 @@ def test_kill_9_of_reservoir_actors_during_puts_loses_no_acknowledged_update(ray
                 np.testing.assert_array_equal(f.reservoir.matrix(layer), rebuilt(ids).matrix(layer))
             held |= set(ids)
     assert set(acked) <= held  # every acknowledged update survives
-    assert held <= {f"k-{i:05d}" for i in range(attempted["n"])}
+    assert held <= writer.attempted_ids()
