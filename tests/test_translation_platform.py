@@ -1,6 +1,6 @@
 """Translation as a task kind of the platform: supermasks over frozen networks, records and their
-store, streams, spec validation, a resumable recipe, data-parallel steps, and the driver and worker
-paths of `supermask run` without Ray Train (a Ray end-to-end run costs ~50 s; README, Image translation)."""
+store, streams, spec validation, a resumable recipe, data-parallel steps, the driver and worker paths
+of `supermask run` without Ray Train (reruns, refusals), and one task through Ray Train."""
 
 import dataclasses
 import json
@@ -343,3 +343,33 @@ def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_setting
     with pytest.raises(ProvenanceError, match="translation.lr: 0.0002 -> 0.01"):
         run_translation_job(other, out, progress=False)
     assert not store.missing(["toy_shapes-0000"])  # nothing was deleted
+
+
+def test_supermask_run_trains_a_translation_task_on_ray_train(ray_cluster, tmp_path, capsys):
+    """`supermask run` of a translation spec through Ray Train: a worker process trains, probes and stores
+    the task; the driver reports it (reruns and refusals: the driver-path test above)."""
+    import os
+
+    import yaml
+
+    from supermask.interface.cli import main
+    from supermask.runtime.events import read_events
+
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(yaml.safe_dump(spec_dict(steps=2, eval_every=2) | {"probes": {"every": 2, "batch": 2}}))
+    out = tmp_path / "run"
+    assert (
+        main(["run", str(spec), "--out", str(out), "--no-progress", "--set", "run.checkpoint_seconds=0"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "X->Y Hausdorff" in printed and "probes: 4 networks" in printed
+    task = json.loads((out / "results.json").read_text())["tasks"][0]
+    assert (
+        task["task"] == "toy_shapes-0000" and task["steps"] == 2 and [e["step"] for e in task["evals"]] == [2]
+    )
+    assert TranslationStore(out / "store").get("toy_shapes-0000").kind == "translation"
+    stored = [e for e in read_events(out / "events.jsonl") if e["event"] == "task_stored"]
+    assert len(stored) == 1 and stored[0]["pid"] != os.getpid()  # learned by a Train worker
+    probed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in probed} == {f"toy_shapes-0000/{n}" for n in ("d_x", "d_y", "g_xy", "g_yx")}
+    assert sorted({r["step"] for r in probed}) == [0, 2]
