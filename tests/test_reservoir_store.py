@@ -1,5 +1,6 @@
-"""The reservoir as a store kind, without Ray: durable files, kill -9 of a writer, spec rules, and
-`supermask store info|verify` on a store's reservoirs."""
+"""The reservoir as a store kind: durable files, kill -9 of a writer, spec rules, `supermask store
+info|verify` on a store's reservoirs (all without Ray), and one small `supermask run` of the Hopfield
+spec on Ray (its actors' crash test shares tests/test_mask_store.py's Ray)."""
 
 from __future__ import annotations
 
@@ -209,3 +210,50 @@ def test_store_info_and_verify_show_and_check_the_reservoirs(tmp_path, capsys):
     rows = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
     assert not rows[damaged.name]["ok"] and "restore it from a backup" in rows[damaged.name]["problems"][0]
     assert sum(r["ok"] for r in rows.values()) == 1  # the other reservoir is still checked
+
+
+def small(out: Path, *overrides: str) -> int:
+    """`supermask run` of the Hopfield spec made small: 2 tasks on a 784-64-32-10 base, one worker."""
+    args = ["run", str(HOPFIELD), "--out", str(out), "--no-progress"]
+    settings = [
+        "stream.num_tasks=2",
+        "base.options.widths=[64, 32]",
+        "search.batch_size=64",
+        "recovery.steps=6",
+        "recovery.batch_size=100",
+        "run.num_workers=1",
+        *overrides,
+    ]
+    for s in settings:
+        args += ["--set", s]
+    return main(args)
+
+
+def test_split_mnist_hopfield_end_to_end_small(ray_cluster, tmp_path, capsys):
+    """Learn on Ray Train into both stores, recover without task ids, report; a rerun learns nothing
+    and leaves the reservoir as it was; other reservoir settings are refused before anything runs."""
+    assert small(tmp_path) == 0
+    printed = capsys.readouterr().out
+    assert "recovery without task ids" in printed and "picked the right attractor" in printed
+    results = json.loads((tmp_path / "results.json").read_text())
+    res = results["reservoir"]
+    assert res["kind"] == "both" and res["patterns_stored"] == 2 and res["dims"] == [64, 32]
+    assert res["reservoir_bytes"] == Reservoir([64, 32]).nbytes and res["neuron_bits_bytes"] == 2 * 12
+    assert res["exact_store_bytes"] == 2 * -(-(784 * 64 + 64 * 32 + 32 * 10) // 8)
+    rec = res["recovery"]
+    assert rec["batches"] == 2 * 2 and 0.0 <= rec["picked_right_attractor"] <= 1.0
+    assert rec["picked_nearest_right"] is not None and 0 <= rec["converged_step_max"] <= 6
+    assert all(t["accuracy"] > 0.8 for t in results["tasks"])  # GG, measured by the Train worker
+    assert "Hopfield reservoir" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "recovery.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["store", "verify", str(tmp_path), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert [r["checked"] for r in verified if r.get("kind") == "reservoir"] == [2]
+    before = (tmp_path / "store" / "reservoir-000.npz").read_bytes()
+    assert small(tmp_path) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert all(t["resumed_from_store"] for t in again["tasks"])
+    assert (tmp_path / "store" / "reservoir-000.npz").read_bytes() == before
+    capsys.readouterr()
+    assert small(tmp_path, "store.reservoir.rule=hebbian") == 2
+    assert "store.reservoir.rule: stored 'projection', this run 'hebbian'" in capsys.readouterr().err
