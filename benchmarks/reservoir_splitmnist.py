@@ -167,6 +167,7 @@ def main() -> None:
         default=[
             "reservoir_hebbian_fp32",
             "reservoir_storkey_fp32",
+            "reservoir_projection_fp32",
             "reservoir_storkey_int8",
             "dense_packed_bits",
         ],
@@ -210,7 +211,7 @@ def main() -> None:
     packed_bytes = len(stored) * ((sum(dims) + 7) // 8)
 
     memories = {}
-    for rule in ("hebbian", "storkey"):
+    for rule in ("hebbian", "storkey", "projection"):
         reservoir = Reservoir(dims, rule, "fp32")
         for p in stored:
             reservoir.store(p)
