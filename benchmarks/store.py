@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from supermask.core.packing import TaskMask
+from supermask.core.records.packing import TaskMask
 from supermask.runtime.mask_store import MaskStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -66,9 +66,9 @@ def permuted_tasks(num_tasks: int):
 
 def learn(arch: str, num_tasks: int, first: int, steps_first: int, steps_rest: int, work: Path) -> dict:
     """Search and store masks for tasks 0..num_tasks-1 (skipping stored ones); returns timing."""
+    from supermask.core.bases.networks import BaseSpec, build_base
     from supermask.core.masks import MaskSpec
-    from supermask.core.nets import BaseSpec, build_base
-    from supermask.core.search import SearchConfig, search_mask
+    from supermask.core.search.stacked_search import SearchConfig, search_mask
     from supermask.store.maskfile import MaskFile
 
     torch.set_num_threads(1)
@@ -155,10 +155,10 @@ def plan(k: int, sample: int) -> list[tuple[int, int]]:
 
 def measure(arch: str, k: int, sample: int, query_mb: int, work: Path) -> dict:
     """Task inference among the first k masks (run in a fresh process, for a clean RSS)."""
+    from supermask.core.bases.networks import BaseSpec, build_base
     from supermask.core.evaluate import predictions
-    from supermask.core.inference import InferenceConfig, infer_groups, mean_masks
-    from supermask.core.mask_bank import PackedMasks
-    from supermask.core.nets import BaseSpec, build_base
+    from supermask.core.inference.mask_bank import PackedMasks
+    from supermask.core.inference.one_shot import InferenceConfig, infer_groups, mean_masks
     from supermask.store.maskfile import MaskFile
 
     torch.set_num_threads(1)

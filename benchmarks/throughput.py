@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from supermask.core.bases.networks import BaseSpec, build_base
 from supermask.core.masks import MaskSpec
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.search import SearchConfig, StackedSearch, total_steps
-from supermask.core.selection import topk_rows
+from supermask.core.masks.selection import topk_rows
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch, total_steps
 from supermask.data import build_stream
 
 ROOT = Path(__file__).resolve().parent.parent

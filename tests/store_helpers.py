@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from supermask.core.packing import TaskMask, bits_checksum, pack_masks
+from supermask.core.records.packing import TaskMask, bits_checksum, pack_masks
 
 SHAPES = [(48, 32), (32, 16), (16, 10)]
 

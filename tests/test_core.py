@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from supermask.core.bases.networks import ARCHITECTURES, BaseSpec, build_base
 from supermask.core.evaluate import evaluate_mask
 from supermask.core.masks import MASK_METHODS, MaskSpec, build_mask_method, kept_count, layer_densities
-from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
-from supermask.core.packing import pack_masks, unpack_masks
+from supermask.core.records.packing import pack_masks, unpack_masks
 from supermask.core.registry import UnknownNameError
-from supermask.core.search import SearchConfig, StackedSearch, StackedTensors, search_mask
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch, StackedTensors, search_mask
 
 
 def method(name, shapes, density=None, **kw):
@@ -84,7 +84,7 @@ def test_base_rebuilt_bit_for_bit_and_seed_matters():
 def test_fingerprint_identical_in_a_separate_process():
     code = (
         "import torch; torch.set_num_threads(2);"
-        "from supermask.core.nets import BaseSpec, build_base;"
+        "from supermask.core.bases.networks import BaseSpec, build_base;"
         "print(build_base(BaseSpec(arch='fc1024', input_shape=(784,), num_outputs=500)).fingerprint,"
         " build_base(BaseSpec(arch='resnet18', input_shape=(3,32,32), num_outputs=5)).fingerprint)"
     )

@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from supermask.core.inference import (
+from supermask.core.bases.networks import BaseSpec, build_base
+from supermask.core.inference.mask_bank import PackedMasks
+from supermask.core.inference.nns import NNsConfig, learn_without_ids
+from supermask.core.inference.one_shot import (
     InferenceConfig,
     entropy,
     infer_groups,
@@ -16,12 +19,9 @@ from supermask.core.inference import (
     superfluous_logsumexp,
     superposed_scores,
 )
-from supermask.core.mask_bank import PackedMasks
 from supermask.core.masks import MaskSpec
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.nns import NNsConfig, learn_without_ids
-from supermask.core.packing import TaskMask, pack_masks, packed_dot, query_matrix
-from supermask.core.search import SearchConfig, search_mask
+from supermask.core.records.packing import TaskMask, pack_masks, packed_dot, query_matrix
+from supermask.core.search.stacked_search import SearchConfig, search_mask
 from supermask.data import build_stream
 from supermask.recipes.task_inference import evaluate_inference
 from supermask.store.maskfile import MaskFile
@@ -300,7 +300,7 @@ def test_nns_recognises_a_returning_task_and_respects_max_masks():
 
 def test_a_device_bank_answers_as_the_packed_bank_does():
     """Task inference on the device: sums, scores and picks equal the host bank's, queries never on the host."""
-    from supermask.core.device_bank import DeviceMasks
+    from supermask.core.inference.device_bank import DeviceMasks
 
     base = build_base(BaseSpec(arch="mlp", input_shape=(12,), num_outputs=6, options={"widths": [10]}))
     masks = random_masks(base, 9, seed=4)

@@ -30,9 +30,9 @@ from store_helpers import (
     write_v1_journal,
     write_v1_snapshot,
 )
-from supermask.core import packing
 from supermask.core.files import stale_temporaries
-from supermask.core.packing import RunningSum, TaskMask, chunked_packed_dot, flatten_queries
+from supermask.core.records import packing
+from supermask.core.records.packing import RunningSum, TaskMask, chunked_packed_dot, flatten_queries
 from supermask.store import migrate, snapshot
 from supermask.store.errors import (
     CorruptJournalError,
@@ -50,7 +50,7 @@ from supermask.store.maskfile import MaskFile
 from supermask.store.migrate import MigrationError, migrate_file, migrate_path
 from supermask.store.records import field_digests
 
-PACKAGE_DIR = str(Path(packing.__file__).parents[1])  # .../supermask
+PACKAGE_DIR = str(Path(packing.__file__).parents[2])  # .../supermask
 CRASH_SHAPES = [(256, 128), (128, 128), (128, 64)]  # 57,344 weights, 7 KiB packed
 
 

@@ -11,11 +11,9 @@ import torch
 from torch import nn
 
 from supermask.config.spec import spec_from_dict
-from supermask.core.batches import StackedTensors
+from supermask.core.bases.networks import BaseSpec, build_base
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.probe_runner import stacked_runner
-from supermask.core.probes import (
+from supermask.core.probes.probe import (
     Probe,
     ProbeConfig,
     argmax_agreements,
@@ -23,8 +21,10 @@ from supermask.core.probes import (
     probe_overhead,
     row_cosines,
 )
-from supermask.core.search import SearchConfig, StackedSearch, build_optimizer
-from supermask.core.search_probe import SearchProbe, summary
+from supermask.core.probes.runner import stacked_runner
+from supermask.core.probes.search_probe import SearchProbe, summary
+from supermask.core.search.batches import StackedTensors
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch, build_optimizer
 from supermask.recipes.learn import learn_block
 from supermask.recipes.recipe import Recipe, Workbench
 

@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from supermask.core.dense_memory import DenseMemory
-from supermask.core.masks import MASK_METHODS, MaskSpec, build_mask_method
-from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base, gate_names
-from supermask.core.neuron_masks import (
-    NeuronMask,
-    expand_neuron_masks,
-    masks_from_patterns,
-    neuron_dims,
-    neuron_forward,
-    patterns_from_masks,
-)
-from supermask.core.recovery import (
+from dense_memory import DenseMemory
+from supermask.core.bases.networks import ARCHITECTURES, BaseSpec, build_base, gate_names
+from supermask.core.bases.stacked import stacked_forward
+from supermask.core.hopfield.recovery import (
     RecoveryConfig,
     hamming,
     nearest_pattern,
@@ -26,7 +18,7 @@ from supermask.core.recovery import (
     recover_batch,
     recover_patterns,
 )
-from supermask.core.reservoir import (
+from supermask.core.hopfield.reservoir import (
     Reservoir,
     estimated_capacity,
     hebbian_increment,
@@ -35,7 +27,15 @@ from supermask.core.reservoir import (
     sync_descent,
     to_state,
 )
-from supermask.core.stacked import stacked_forward
+from supermask.core.masks import MASK_METHODS, MaskSpec, build_mask_method
+from supermask.core.masks.neuron import (
+    NeuronMask,
+    expand_neuron_masks,
+    masks_from_patterns,
+    neuron_dims,
+    neuron_forward,
+    patterns_from_masks,
+)
 
 # Two patterns over d = 4 neurons: z1 = (+1, +1, -1, -1), z2 = (+1, +1, +1, -1).
 M1 = np.array([1, 1, 0, 0], dtype=bool)

@@ -19,7 +19,7 @@ import pytest
 from conftest import TASKS
 from supermask.config.schema import SpecError
 from supermask.config.spec import load_spec
-from supermask.core.reservoir import Reservoir
+from supermask.core.hopfield.reservoir import Reservoir
 from supermask.interface.cli import main
 from supermask.store.errors import MaskFileError
 from supermask.store.reservoir_file import ReservoirFile, ReservoirSettingsError

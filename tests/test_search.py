@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import teacher_data
-from supermask.core import optimizers
-from supermask.core.bits import pack_bits, unpack_bits
+from supermask.core.bases.networks import BaseSpec, build_base
+from supermask.core.bases.stacked import _direct_plan, stacked_forward
 from supermask.core.masks import MaskSpec
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.search import SearchConfig, StackedSearch, StackedTensors
-from supermask.core.selection import _reference, topk_rows
-from supermask.core.stacked import _direct_plan, stacked_forward
+from supermask.core.masks.bits import pack_bits, unpack_bits
+from supermask.core.masks.selection import _reference, topk_rows
+from supermask.core.search import optimizers
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch, StackedTensors
 from supermask.data import build_stream
 
 
@@ -117,7 +117,7 @@ def test_the_direct_mlp_path_computes_what_vmap_computes():
         if direct:
             out = stacked_forward(base, x, masks, bn)
         else:  # the general path, forced
-            import supermask.core.stacked as stacked
+            import supermask.core.bases.stacked as stacked
 
             saved, stacked._direct_plan = stacked._direct_plan, lambda base: None
             try:

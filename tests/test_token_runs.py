@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from supermask.config.schema import SpecError
 from supermask.config.spec import load_spec, spec_from_dict
-from supermask.core.losses import IGNORE_INDEX, labelled, stacked_correct, stacked_losses
+from supermask.core.search.losses import IGNORE_INDEX, labelled, stacked_correct, stacked_losses
 from supermask.data import build_stream
 from supermask.recipes.recipe import Recipe, Workbench
 

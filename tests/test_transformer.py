@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from supermask.core.nets import ARCHITECTURES, BaseSpec, build_base
-from supermask.core.probe_runner import stacked_runner
-from supermask.core.transformer import Transformer, attention_census, trainable_copy, transformer_of
+from supermask.core.bases.networks import ARCHITECTURES, BaseSpec, build_base
+from supermask.core.bases.transformer import Transformer, attention_census, trainable_copy, transformer_of
+from supermask.core.probes.runner import stacked_runner
 
 VOCAB = 6
 MAX_LEN = 12

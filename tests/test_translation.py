@@ -254,7 +254,7 @@ def test_generator_weights_can_be_masked_like_a_base_network():
 def test_probes_follow_each_network_and_measure_where_scaling_reaches():
     """Supermask generators over frozen networks, trained discriminators: both kinds in one trainer."""
     from supermask.core.masks import MaskSpec
-    from supermask.core.probes import ProbeConfig
+    from supermask.core.probes.probe import ProbeConfig
     from supermask.core.translation.probe import TranslationProbe
 
     settings = TranslationSettings(

@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from conftest import teacher_data
-from supermask.core.batches import StackedTensors
+from flops import inference_flops, weights_flops
+from supermask.core.bases.networks import BaseSpec, build_base
 from supermask.core.evaluate import evaluate_mask, stacked_accuracy
-from supermask.core.flops import inference_flops, weights_flops
-from supermask.core.magnitude_pruning import MagnitudePruning
 from supermask.core.masks import MaskSpec, kept_count, layer_densities
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.optimizers import SGD
+from supermask.core.records.weights import TaskWeights, encoded_bytes, require_kind, task_weights
 from supermask.core.registry import UnknownNameError
-from supermask.core.search import SearchConfig, StackedSearch
-from supermask.core.str_weights import STRWeights
-from supermask.core.weight_methods import WEIGHT_METHODS, WeightSpec, build_weight_method, cubic_sparsity
-from supermask.core.weights_record import TaskWeights, encoded_bytes, require_kind, task_weights
+from supermask.core.search.batches import StackedTensors
+from supermask.core.search.optimizers import SGD
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch
+from supermask.core.weights import WEIGHT_METHODS, WeightSpec, build_weight_method, cubic_sparsity
+from supermask.core.weights.magnitude import MagnitudePruning
+from supermask.core.weights.str import STRWeights
 
 
 def mlp_base(widths=(64, 64), dim=20, classes=4, seed=0):

@@ -11,9 +11,9 @@ from conftest import SYNTHETIC
 from store_helpers import SHAPES, make_mask
 from supermask.config.schema import SpecError
 from supermask.config.spec import load_spec, spec_from_dict
-from supermask.core.magnitude_pruning import MagnitudePruning
-from supermask.core.nets import BaseSpec, build_base
-from supermask.core.weights_record import task_weights
+from supermask.core.bases.networks import BaseSpec, build_base
+from supermask.core.records.weights import task_weights
+from supermask.core.weights.magnitude import MagnitudePruning
 from supermask.interface.cli import main
 from supermask.recipes.fine_tune import fine_tune_task, forgetting_summary
 from supermask.recipes.learn import learn_block

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from supermask.config.schema import SpecError
-from supermask.core.nets import ARCHITECTURES, uses_batchnorm
+from supermask.core.bases.networks import ARCHITECTURES, uses_batchnorm
 
 if TYPE_CHECKING:
     from supermask.config.spec import Spec

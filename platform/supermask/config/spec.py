@@ -21,16 +21,16 @@ import yaml
 from supermask.config.reservoir_checks import check_reservoir_fields
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
 from supermask.config.translation_spec import check_translation_spec
-from supermask.core.fields import choices, in_range
-from supermask.core.inference import InferenceConfig
+from supermask.core.bases.networks import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
+from supermask.core.fields import check_options, choices, in_range
+from supermask.core.hopfield.recovery import RecoveryConfig
+from supermask.core.inference.nns import NNsConfig
+from supermask.core.inference.one_shot import InferenceConfig
 from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
-from supermask.core.nets import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
-from supermask.core.nns import NNsConfig
-from supermask.core.probes import ProbeConfig
-from supermask.core.recovery import RecoveryConfig
-from supermask.core.search import SearchConfig
+from supermask.core.probes.probe import ProbeConfig
+from supermask.core.search.stacked_search import SearchConfig
 from supermask.core.translation.settings import TranslationSettings
-from supermask.core.weight_methods import WEIGHT_METHODS, WeightSpec, check_weight_spec
+from supermask.core.weights import WEIGHT_METHODS, WeightSpec, check_weight_spec
 from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
 from supermask.data.translation_streams import is_translation_stream
 from supermask.store.reservoir_layout import StoreSpec
@@ -110,13 +110,13 @@ def _check_cross_fields(spec: Spec) -> None:
         )
     if spec.stream.name not in STREAMS:
         raise SpecError(f"stream.name: got {spec.stream.name!r}; known: {', '.join(STREAMS.names())}")
-    allowed = stream_options(spec.stream.name)
-    for key in spec.stream.options:
-        if key not in allowed:
-            known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
-            raise SpecError(
-                f"stream.options.{key}: not an option of stream {spec.stream.name!r}; allowed: {known}"
-            )
+    try:
+        owner = f"stream {spec.stream.name!r}"
+        check_options(
+            "stream.options", owner, spec.stream.options, stream_options(spec.stream.name), typed=False
+        )
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     try:
         stream = stream_of(spec.stream, spec.data)  # reads no data
     except ValueError as e:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from supermask.config.schema import SpecError
-from supermask.core.inference import InferenceConfig
+from supermask.core.bases.networks import BaseSpec
+from supermask.core.inference.nns import NNsConfig
+from supermask.core.inference.one_shot import InferenceConfig
 from supermask.core.masks import MaskSpec, check_mask_spec
-from supermask.core.nets import BaseSpec
-from supermask.core.nns import NNsConfig
-from supermask.core.search import SearchConfig
+from supermask.core.search.stacked_search import SearchConfig
 from supermask.core.translation.discriminators import build_discriminator
 from supermask.core.translation.generator import Generator
 from supermask.core.translation.settings import TranslationSettings

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from supermask.core.batches import TaskBatches, index_chunks
-from supermask.core.losses import IGNORE_INDEX, labelled, stacked_correct
-from supermask.core.nets import BaseNetwork
-from supermask.core.packing import TaskMask
-from supermask.core.stacked import stacked_forward
-from supermask.core.weights_record import TaskWeights
+from supermask.core.bases.networks import BaseNetwork
+from supermask.core.bases.stacked import stacked_forward
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import TaskWeights
+from supermask.core.search.batches import TaskBatches, index_chunks
+from supermask.core.search.losses import IGNORE_INDEX, labelled, stacked_correct
 
 
 def check_compatible(base: BaseNetwork, mask: TaskMask | TaskWeights) -> None:

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from supermask.core.batches import StackedTensors, TaskBatches
-from supermask.core.fields import in_range
-from supermask.core.nets import BaseSpec, architecture_options
+from supermask.core.bases.networks import BaseSpec, architecture_options
+from supermask.core.fields import check_options, in_range
 from supermask.core.registry import Registry
+from supermask.core.search.batches import StackedTensors, TaskBatches
 from supermask.data.datasets import DataConfig, stratified_split
 
 STREAMS: Registry[type[Stream]] = Registry("stream")
@@ -213,11 +213,7 @@ def build_stream(
 ) -> Stream:
     """The stream registered as `name`; an unknown name or option gets an error listing the known ones."""
     cls = STREAMS.get(name)
-    allowed = stream_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        listed = ", ".join(allowed) or "none"
-        raise ValueError(f"stream {name!r} has no option(s) {', '.join(unknown)}; its options: {listed}")
+    check_options("stream.options", f"stream {name!r}", options, stream_options(name), typed=False)
     return cls(num_tasks=num_tasks, seed=seed, data=data, **options)
 
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from supermask.core.losses import IGNORE_INDEX
-from supermask.core.nets import BaseSpec, architecture_options
+from supermask.core.bases.networks import BaseSpec, architecture_options
+from supermask.core.search.losses import IGNORE_INDEX
 from supermask.data.streams import Stream
 
 IGNORE = IGNORE_INDEX  # label of positions without a target (cross_entropy's default ignore_index)

@@ -1,6 +1,6 @@
 """The probes of a run in its report: metrics.jsonl read back, summarised per task, plotted.
 
-Workers append one JSON line per task and probe to OUT/metrics.jsonl (core/search_probe.py). A
+Workers append one JSON line per task and probe to OUT/metrics.jsonl (core/probes/search_probe.py). A
 block that resumed from a checkpoint probes some steps twice; the last record of a (task, step) wins.
 The summary (results.json "probes") has, per task, the norm at the start and end with its fits
 against t, sqrt(t) and t^(1/4), and saturation and churn; the report shows the norm and saturation
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supermask.core.probes import FIT_FORMS, norm_fits
+from supermask.core.probes.probe import FIT_FORMS, norm_fits
 
 PLOTTED_TASKS = 12  # tasks drawn one by one; more are summarised by their mean
 

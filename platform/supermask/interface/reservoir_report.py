@@ -13,7 +13,7 @@ def resolved_reservoir(recipe) -> list[str]:
     """`--check` lines: the size each reservoir will have, its bytes and estimated capacity."""
     if not recipe.store.has_reservoir:
         return []
-    from supermask.core.reservoir import Reservoir
+    from supermask.core.hopfield.reservoir import Reservoir
 
     spec = recipe.store.reservoir
     r = Reservoir(list(recipe.reservoir_dims), spec.rule, spec.dtype)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supermask.core.evaluate import stacked_accuracy
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.weights import TaskWeights
 from supermask.recipes.learn import BlockOutcome, CheckpointPolicy, learn_block
 from supermask.recipes.recipe import Workbench
 from supermask.recipes.results import TaskOutcome

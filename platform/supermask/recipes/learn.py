@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supermask.core.packing import TaskMask
-from supermask.core.search import StackedSearch
-from supermask.core.search_probe import SearchProbe
+from supermask.core.probes.search_probe import SearchProbe
+from supermask.core.records.packing import TaskMask
+from supermask.core.search.stacked_search import StackedSearch
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Workbench
 
@@ -106,7 +106,7 @@ def learn_block(
     (metrics `test_accuracy` and `test_accuracy_all_outputs`). `search_options` (shard, grad_sync) make
     it one worker of a data-parallel search; only one of those workers writes checkpoints.
     With `probe_sink` and the recipe's probes on, the stack is probed on their cadence and every
-    record goes to the sink (core/search_probe.py); each mask's metrics get the probes' time. With
+    record goes to the sink (core/probes/search_probe.py); each mask's metrics get the probes' time. With
     start_from (a TaskWeights), a weight method starts from that network (fine-tuning).
     """
     search = bench.new_search(ts, **search_options)

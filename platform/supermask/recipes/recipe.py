@@ -18,18 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from supermask.config.spec import RunSpec, Spec
+from supermask.core.bases.networks import BaseNetwork, BaseSpec, build_base
 from supermask.core.evaluate import Accuracy, evaluate_mask, stacked_accuracy
-from supermask.core.inference import InferenceConfig
+from supermask.core.hopfield.recovery import RecoveryConfig
+from supermask.core.inference.nns import NNsConfig
+from supermask.core.inference.one_shot import InferenceConfig
 from supermask.core.masks import MaskSpec
-from supermask.core.nets import BaseNetwork, BaseSpec, build_base
-from supermask.core.neuron_masks import neuron_dims
-from supermask.core.nns import NNsConfig
-from supermask.core.packing import TaskMask
-from supermask.core.probes import ProbeConfig
-from supermask.core.recovery import RecoveryConfig
-from supermask.core.search import SearchConfig, StackedSearch, task_seed
-from supermask.core.weight_methods import WeightSpec
-from supermask.core.weights_record import TaskWeights
+from supermask.core.masks.neuron import neuron_dims
+from supermask.core.probes.probe import ProbeConfig
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import TaskWeights
+from supermask.core.search.stacked_search import SearchConfig, StackedSearch, task_seed
+from supermask.core.weights import WeightSpec
 from supermask.data import DataConfig, Stream, StreamSpec, TaskData, stream_of
 from supermask.data.datasets import resolve_root
 from supermask.store.reservoir_layout import StoreSpec

@@ -2,7 +2,7 @@
 reservoirs alone, the batch classified with it, and the choice checked against what was stored.
 
 A task's test split is cut into batches of about `recovery.batch_size` images (equal sizes,
-`np.array_split`). For every batch each reservoir returns its best attractor (`core.recovery
+`np.array_split`). For every batch each reservoir returns its best attractor (`core.hopfield.recovery
 .recover_batch`: the source's annealed entropy + energy descent from the mean of its patterns, then
 sign descent to a fixed point, scored in one shot against the reservoir's own attractors); the
 candidate with the lowest output entropy on the batch is kept.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from supermask.core.recovery import hamming
+from supermask.core.hopfield.recovery import hamming
 from supermask.data import Stream
 
 # (batches of images) -> per batch, every reservoir's candidate (None: an empty reservoir)

@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from supermask.config.sweep import Sweep
-from supermask.core.search import StackedSearch
-from supermask.core.search_probe import SearchProbe, summary
+from supermask.core.probes.search_probe import SearchProbe, summary
+from supermask.core.search.stacked_search import StackedSearch
 from supermask.recipes.learn import plan_blocks
 from supermask.recipes.recipe import Workbench
 

@@ -13,10 +13,10 @@ from collections import Counter
 import torch
 
 from supermask.config.spec import GN_SCENARIOS
+from supermask.core.bases.networks import BaseNetwork
 from supermask.core.evaluate import predictions
-from supermask.core.inference import InferenceConfig, infer_groups, inference_groups, mean_masks
-from supermask.core.mask_bank import MaskBank
-from supermask.core.nets import BaseNetwork
+from supermask.core.inference.mask_bank import MaskBank
+from supermask.core.inference.one_shot import InferenceConfig, infer_groups, inference_groups, mean_masks
 from supermask.recipes.recipe import Workbench
 from supermask.recipes.results import InferenceOutcome
 

@@ -24,8 +24,8 @@ from PIL import Image
 from supermask.config.spec import RunSpec, Spec
 from supermask.config.translation_spec import resolved_settings
 from supermask.core.masks import MaskSpec
-from supermask.core.probes import ProbeConfig
-from supermask.core.search import task_seed
+from supermask.core.probes.probe import ProbeConfig
+from supermask.core.search.stacked_search import task_seed
 from supermask.core.translation.evaluation import evaluate_translation, references, sample_grid
 from supermask.core.translation.generator import Generator, maskable_weights
 from supermask.core.translation.probe import Sink, TranslationProbe

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from supermask.core.inference import mean_masks
-from supermask.core.mask_bank import PackedMasks
-from supermask.core.nns import NNsResult, learn_without_ids
-from supermask.core.packing import TaskMask
+from supermask.core.inference.mask_bank import PackedMasks
+from supermask.core.inference.nns import NNsResult, learn_without_ids
+from supermask.core.inference.one_shot import mean_masks
+from supermask.core.records.packing import TaskMask
 from supermask.recipes.recipe import Workbench
 from supermask.recipes.results import InferenceOutcome
 from supermask.recipes.task_inference import evaluate_inference

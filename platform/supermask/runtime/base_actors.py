@@ -8,8 +8,8 @@ import ray
 import torch
 from ray.util import ActorPool
 
-from supermask.core.device_bank import DeviceMasks
 from supermask.core.evaluate import bn_tensors, check_compatible, mask_tensors
+from supermask.core.inference.device_bank import DeviceMasks
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.recipes.results import InferenceOutcome
 from supermask.recipes.task_inference import evaluate_gn_tasks

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from supermask.core.packing import TaskMask, query_count
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.packing import TaskMask, query_count
+from supermask.core.records.weights import TaskWeights
 from supermask.runtime.shard_actor import (
     ShardActor,
     ShardUnavailableError,

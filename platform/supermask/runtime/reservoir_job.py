@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from supermask.core.neuron_masks import patterns_from_masks
+from supermask.core.masks.neuron import patterns_from_masks
 from supermask.data import stream_of
 from supermask.recipes.recipe import Recipe, stale_tasks
 from supermask.recipes.recovery_eval import evaluate_recovery, recovery_summary

@@ -9,7 +9,7 @@ hashes to; recovering a batch asks every reservoir for its best attractor at onc
 (`recover_many`), and the caller keeps the one with the lowest output entropy.
 
 Recovery runs in the reservoir actors, next to their matrices (d^2 numbers per layer never travel):
-each builds the base once from its spec (checking its fingerprint) and runs `core.recovery`. Only
+each builds the base once from its spec (checking its fingerprint) and runs `core.hopfield.recovery`. Only
 recovery imports torch: an actor restarted after a crash replays its journal on NumPy alone.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import ray
 
-from supermask.core.packing import TaskMask
+from supermask.core.records.packing import TaskMask
 from supermask.runtime.shard_actor import LOCK_WAIT_S, NAMESPACE, ShardUnavailableError, wait_shards
 from supermask.runtime.shard_placement import default_actor_options, end_actors
 from supermask.store.errors import StoreLockedError
@@ -38,8 +38,8 @@ from supermask.store.reservoir_layout import (
 )
 
 if TYPE_CHECKING:
-    from supermask.core.nets import BaseSpec
-    from supermask.core.recovery import RecoveryConfig
+    from supermask.core.bases.networks import BaseSpec
+    from supermask.core.hopfield.recovery import RecoveryConfig
 
 
 @ray.remote
@@ -110,8 +110,8 @@ class ReservoirActor:
         """This reservoir's best attractor for one batch (None if it holds nothing), and how well it fits."""
         import torch
 
-        from supermask.core.nets import BaseSpec, build_base
-        from supermask.core.recovery import recover_batch
+        from supermask.core.bases.networks import BaseSpec, build_base
+        from supermask.core.hopfield.recovery import recover_batch
 
         f = self._open()
         if len(f) == 0:
@@ -206,7 +206,7 @@ class ReservoirStore:
 
     def put_many(self, masks: Sequence[TaskMask], overwrite: bool = False) -> list[bool]:
         """Store each (neuron) mask's pattern in the reservoir its task hashes to; one bool per mask, in order."""
-        from supermask.core.neuron_masks import patterns_from_masks
+        from supermask.core.masks.neuron import patterns_from_masks
 
         if overwrite:
             raise ValueError(

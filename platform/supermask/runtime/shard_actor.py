@@ -13,7 +13,7 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnschedulableError, RayTaskError
 
-from supermask.core.packing import TaskMask
+from supermask.core.records.packing import TaskMask
 from supermask.store.errors import MaskFileError, StoreLockedError
 from supermask.store.maskfile import MaskFile
 

@@ -14,7 +14,7 @@ import ray
 import ray.train
 import torch
 
-from supermask.core.search_probe import summary
+from supermask.core.probes.search_probe import summary
 from supermask.recipes.learn import BlockOutcome, learn_block
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.runtime.events import log_event

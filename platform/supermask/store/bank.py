@@ -1,6 +1,6 @@
 """The mask-bank answers of a mask file: per-weight mask sums and query scores over the masks of one base.
 
-Task inference asks these of every shard (see `supermask.core.mask_bank.MaskBank`). Only the
+Task inference asks these of every shard (see `supermask.core.inference.mask_bank.MaskBank`). Only the
 packed bits are read, each checked against its bits checksum, `chunk` masks at a time; the sum
 over all of a base's masks is kept running in the index and built the first time it is asked for.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supermask.core.packing import (
+from supermask.core.records.packing import (
     chunked_packed_dot,
     chunked_packed_sum,
     flatten_queries,

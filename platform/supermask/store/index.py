@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from supermask.core.packing import RunningSum
+from supermask.core.records.packing import RunningSum
 from supermask.store.journal import KIND_PUT, Record, decode_put_meta
 from supermask.store.records import KIND_MASK, RecordInfo, canonical_json, changed_fields
 from supermask.store.snapshot import SnapshotEntry

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from supermask.core.files import fsync_dir
-from supermask.core.packing import TaskMask
+from supermask.core.records.packing import TaskMask
 from supermask.store.errors import CorruptJournalError, NotAMaskFileError, OldFormatError, StoreLockedError
 from supermask.store.records import FORMAT_VERSION, mask_from_meta, mask_meta
 

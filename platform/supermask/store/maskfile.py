@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from supermask.core.files import stale_temporaries
-from supermask.core.packing import TaskMask
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import TaskWeights
 from supermask.store import transfer
 from supermask.store.bank import FileBank
 from supermask.store.errors import (

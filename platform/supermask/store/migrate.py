@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from supermask.core.files import atomic_write
-from supermask.core.packing import TaskMask, bits_checksum
+from supermask.core.records.packing import TaskMask, bits_checksum
 from supermask.store.errors import MaskFileError, NotAMaskFileError, StoreLockedError
 from supermask.store.journal import (
     FILE_MAGIC,

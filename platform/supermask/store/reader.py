@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from supermask.core.packing import TaskMask, bits_checksum
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.packing import TaskMask, bits_checksum
+from supermask.core.records.weights import TaskWeights
 from supermask.store.errors import CorruptJournalError, CorruptMaskError, WrongKindError
 from supermask.store.index import Entry
 from supermask.store.journal import Journal, decode_put, decode_put_meta

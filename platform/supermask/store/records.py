@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from supermask.core.packing import TaskMask
+from supermask.core.records.packing import TaskMask
 
 FORMAT_VERSION = 2  # of mask files, snapshot and journal together (1: a checksum of the bits only)
 KIND_MASK = "mask"

@@ -2,7 +2,7 @@
 
 Files, for a shard at PATH (e.g. reservoir-000.npz):
 
-- PATH: a snapshot (NumPy .npz, no pickles): the reservoir's arrays (`core.reservoir.Reservoir`,
+- PATH: a snapshot (NumPy .npz, no pickles): the reservoir's arrays (`core.hopfield.reservoir.Reservoir`,
   one d x d matrix per hidden layer), and as JSON its settings, its state checksum and the index of
   the tasks it holds. Never modified in place: only replaced whole (`core.files.atomic_write`).
 - PATH.wal: a journal (the mask file's record framing, `store.journal`, with its own file magic) of
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from supermask.core.files import atomic_write, stale_temporaries
-from supermask.core.reservoir import Reservoir, estimated_capacity
+from supermask.core.hopfield.reservoir import Reservoir, estimated_capacity
 from supermask.store.errors import MaskFileError, MaskNotFoundError
 from supermask.store.journal import KIND_PUT, Journal
 

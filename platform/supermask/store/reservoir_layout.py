@@ -20,7 +20,7 @@ from pathlib import Path
 
 from supermask.core.fields import choices, in_range
 from supermask.core.files import atomic_write
-from supermask.core.reservoir import DTYPES, RULES
+from supermask.core.hopfield.reservoir import DTYPES, RULES
 from supermask.store.errors import MaskFileError
 from supermask.store.partitioning import NUM_PARTITIONS, StoreLayout
 

@@ -32,8 +32,8 @@ import h5py
 import numpy as np
 
 from supermask.core.files import atomic_write
-from supermask.core.packing import TaskMask
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import TaskWeights
 from supermask.store.errors import NotAMaskFileError, OldFormatError
 from supermask.store.records import FORMAT_VERSION, RecordInfo, changed_fields, mask_from_meta, mask_meta
 from supermask.store.weights_records import write_weights_group

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from supermask.core.packing import TaskMask
-from supermask.core.weights_record import VALUE_DTYPES, TaskWeights
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import VALUE_DTYPES, TaskWeights
 
 TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 

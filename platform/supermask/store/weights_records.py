@@ -21,7 +21,7 @@ import struct
 import h5py
 import numpy as np
 
-from supermask.core.weights_record import TaskWeights
+from supermask.core.records.weights import TaskWeights
 from supermask.store.records import KIND_WEIGHTS, canonical_json, field_digests
 
 _LEN = struct.Struct("<I")

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from supermask.core.bases.networks import init_weight
 from supermask.core.masks import MaskSpec, build_mask_method
-from supermask.core.nets import init_weight
 from supermask.core.translation.generator import maskable_weights
 
 

@@ -1,4 +1,4 @@
-"""The norm and saturation probes (core/probes.py) of a translation trainer, as one of its step hooks.
+"""The norm and saturation probes (core/probes/probe.py) of a translation trainer, as one of its step hooks.
 
 `TranslationProbe(trainer, config, images, task_id, sink)` probes each of the four networks (g_xy,
 g_yx, d_x, d_y) on `config.every`'s cadence, before the first step (`start()`) and after the last.
@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from supermask.core.probe_runner import stacked_runner
-from supermask.core.probes import Probe, ProbeConfig, RunFn
+from supermask.core.probes.probe import Probe, ProbeConfig, RunFn
+from supermask.core.probes.runner import stacked_runner
 from supermask.core.translation.generator import maskable_weights
 from supermask.core.translation.masked import MaskedNetwork
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from supermask.core.masks import MaskSpec
-from supermask.core.packing import pack_masks, unpack_masks
+from supermask.core.records.packing import pack_masks, unpack_masks
 from supermask.core.translation.generator import Generator, maskable_weights
 from supermask.core.translation.masked import MaskedNetwork, mask_density
 from supermask.core.translation.settings import TranslationSettings

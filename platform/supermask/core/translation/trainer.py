@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from supermask.core.masks import MaskSpec
-from supermask.core.optimizers import Adam
+from supermask.core.search.optimizers import Adam
 from supermask.core.translation.discriminators import build_discriminator
 from supermask.core.translation.generator import Generator
 from supermask.core.translation.losses import (
@@ -134,8 +134,8 @@ def build_networks(settings: TranslationSettings, mask: MaskSpec | None = None) 
 
 
 def _adam_state(saved: dict, count: int) -> dict:
-    """An optimizer state as core/optimizers' Adam keeps it; a torch.optim.Adam state (checkpoints
-    written before the trainer used core/optimizers) is converted, so those runs resume unchanged."""
+    """An optimizer state as core/search/optimizers' Adam keeps it; a torch.optim.Adam state (checkpoints
+    written before the trainer used core/search/optimizers) is converted, so those runs resume unchanged."""
     if "param_groups" not in saved:
         return saved
     per_param = saved["state"]
@@ -171,7 +171,7 @@ class TranslationTrainer:
         betas = (settings.beta1, settings.beta2)
         self.gen_params = _trainable(self.g_xy, self.g_yx)
         self.disc_params = _trainable(self.d_x, self.d_y)
-        # core/optimizers' Adam: torch.optim's arithmetic without its torch._dynamo import (seconds per process)
+        # core/search/optimizers' Adam: torch.optim's arithmetic without its torch._dynamo import (seconds per process)
         self.opt_g = Adam(self.gen_params, lr=settings.lr, betas=betas)
         self.opt_d = Adam(self.disc_params, lr=settings.lr, betas=betas)
         self.normalizer = LossNormalizer(settings.normalize_every, settings.normalize_beta)

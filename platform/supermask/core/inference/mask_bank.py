@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from supermask.core.packing import (
+from supermask.core.records.packing import (
     RunningSum,
     TaskMask,
     chunked_packed_dot,

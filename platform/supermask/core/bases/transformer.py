@@ -212,7 +212,7 @@ def transformer(
     pool="mean",
 ):
     """A small transformer encoder (causal=False) or decoder (causal=True) over (max_len,) token ids
-    (registered as the architecture "transformer" in core/nets.py)."""
+    (registered as the architecture "transformer" in core/bases/networks.py)."""
     if batchnorm:
         raise ValueError("base.batchnorm: the transformer normalises with LayerNorm; set batchnorm to false")
     if len(tuple(input_shape)) != 1:

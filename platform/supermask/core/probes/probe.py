@@ -22,7 +22,7 @@ Every number of a probe, for all K tasks, is computed on the device and read in 
 it, one check reads whether the scaled pass overflowed float32 (to run it again in float64 if it did).
 Between probes a probe keeps one float32 copy of the trained tensors and, by reference, the masks it
 was given (a mask method's forward() makes new ones; nothing may change them in place).
-`core/probe_runner.py`'s `stacked_runner` makes the run function of any nn.Module; `probe_overhead`
+`core/probes/runner.py`'s `stacked_runner` makes the run function of any nn.Module; `probe_overhead`
 times probes against training steps.
 """
 

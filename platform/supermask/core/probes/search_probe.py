@@ -1,7 +1,7 @@
 """The probes of a stacked search as one of its step hooks: every task's norms, churn and saturation.
 
 `SearchProbe(search, config, sink)` is a `StepHook`: after every step it checks the cadence and, on a
-probe step, probes all K tasks of the stack at once (core/probes.py) and hands the K records, each
+probe step, probes all K tasks of the stack at once (core/probes/probe.py) and hands the K records, each
 with its task id, the step's loss and batch accuracy and the learning rate, to `sink` (e.g. a line per
 record in the run's metrics.jsonl). `start()` probes the state before the first step. It returns no
 per-step metrics, so the loop's own per-epoch curve is untouched; its time is kept in `seconds`.
@@ -10,7 +10,7 @@ What is probed is what the method trains: the scores of a mask method (with its 
 churn and for saturation through the effective weights W * M), or the weights a trained-weight method
 produces. The probe batch is `config.batch` training examples per task, a seeded choice fixed for the
 run; on a transformer base the hidden states are the residual stream after each block, compared over
-real tokens only. Neuron masks (core/neuron_masks.py) are probed for norms and churn of their scores
+real tokens only. Neuron masks (core/masks/neuron.py) are probed for norms and churn of their scores
 and masks; their saturation is not measured (no effective weight tensor stands for a gated neuron).
 """
 
@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from supermask.core.probe_runner import stacked_runner
-from supermask.core.probes import Probe, ProbeConfig
-from supermask.core.search import StackedSearch, StepInfo
+from supermask.core.probes.probe import Probe, ProbeConfig
+from supermask.core.probes.runner import stacked_runner
+from supermask.core.search.stacked_search import StackedSearch, StepInfo
 
 Sink = Callable[[list[dict]], None]
 

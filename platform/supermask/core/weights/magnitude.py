@@ -3,7 +3,7 @@
 Per-layer budgets come from a policy: `uniform`, `erdos_renyi` (as `layer_densities` computes them
 for masks) or `global` (one magnitude threshold over every layer of a task). Each task keeps its
 own boolean masks (K, *shape); ranking |W * mask| makes pruning monotone (a pruned weight never
-outranks a kept one), and the selection is the exact per-row top-k of core/selection.py.
+outranks a kept one), and the selection is the exact per-row top-k of core/masks/selection.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from supermask.core.masks import kept_count, layer_densities
-from supermask.core.selection import topk_rows
-from supermask.core.weight_method_base import WEIGHT_METHODS, WeightMethod, check_fraction, cubic_sparsity
+from supermask.core.masks.selection import topk_rows
+from supermask.core.weights.methods import WEIGHT_METHODS, WeightMethod, check_fraction, cubic_sparsity
 
 MAGNITUDE_POLICIES = ("uniform", "erdos_renyi", "global")
 MAGNITUDE_SCHEDULES = ("gradual", "one_shot")

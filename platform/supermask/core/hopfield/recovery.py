@@ -19,8 +19,8 @@ the matrices alone, no stored copy of any pattern), one per layer combined; the 
 masked network gives the lowest output entropy on the batch is kept.
 
 Any memory with `dims`, `count`, `mean_state()` and a differentiable `torch_energy(states)` serves:
-`core.reservoir.Reservoir` (E = -1/2 z^T Psi z per layer, with the whole matrix, as the source) or
-`core.dense_memory.DenseMemory`.
+`core.hopfield.reservoir.Reservoir` (E = -1/2 z^T Psi z per layer, with the whole matrix, as the source) or
+`DenseMemory` (benchmarks/dense_memory.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from supermask.core.bases.networks import BaseNetwork
 from supermask.core.fields import check_fields, choices, in_range
-from supermask.core.nets import BaseNetwork
-from supermask.core.neuron_masks import NeuronForward, neuron_bits, neuron_dims, neuron_forward
+from supermask.core.masks.neuron import NeuronForward, neuron_bits, neuron_dims, neuron_forward
 
 STARTS = ("mean", "zero", "random")
 

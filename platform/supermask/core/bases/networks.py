@@ -20,9 +20,16 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from supermask.core.fields import check_fields, choices, in_range, resolved
+from supermask.core.bases.transformer import transformer
+from supermask.core.fields import (
+    check_fields,
+    check_options,
+    choices,
+    constructor_options,
+    in_range,
+    resolved,
+)
 from supermask.core.registry import Registry
-from supermask.core.transformer import transformer
 
 ARCHITECTURES: Registry = Registry("architecture")
 INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform")
@@ -240,13 +247,14 @@ def swish_gated_mlp(input_shape, num_outputs, batchnorm=False, widths=(2048, 204
     return nn.Sequential(*layers)
 
 
-ARCHITECTURES.register("transformer")(transformer)  # a small transformer over token ids (core/transformer.py)
+ARCHITECTURES.register("transformer")(
+    transformer
+)  # a small transformer over token ids (core/bases/transformer.py)
 
 
 def architecture_options(arch: str) -> dict[str, object]:
     """The options (BaseSpec.options) architecture `arch` takes, with their defaults."""
-    params = inspect.signature(ARCHITECTURES.get(arch)).parameters
-    return {k: p.default for k, p in params.items() if k not in ("input_shape", "num_outputs", "batchnorm")}
+    return constructor_options(ARCHITECTURES.get(arch), ("input_shape", "num_outputs", "batchnorm"))
 
 
 def uses_batchnorm(spec: BaseSpec) -> bool:
@@ -258,23 +266,9 @@ def uses_batchnorm(spec: BaseSpec) -> bool:
 
 def check_base_options(spec: BaseSpec) -> None:
     """Raise ValueError naming a base.options key the architecture does not take, or a value of the wrong type."""
-    allowed = architecture_options(spec.arch)
-    for key, value in spec.options.items():
-        if key not in allowed:
-            known = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
-            raise ValueError(
-                f"base.options.{key}: not an option of architecture {spec.arch!r}; allowed: {known}"
-            )
-        default = allowed[key]
-        if isinstance(default, tuple | list):
-            ok = (
-                isinstance(value, list | tuple) and all(isinstance(v, int) and v > 0 for v in value) and value
-            )
-            if not ok:
-                raise ValueError(f"base.options.{key}: got {value!r}; must be a list of positive integers")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"base.options.{key}: got {value!r}; must be a positive integer")
+    check_options(
+        "base.options", f"architecture {spec.arch!r}", spec.options, architecture_options(spec.arch)
+    )
 
 
 def _fan_in(shape: tuple[int, ...]) -> int:

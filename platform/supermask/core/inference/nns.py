@@ -25,14 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from supermask.core.bases.networks import BaseNetwork
+from supermask.core.bases.stacked import stacked_forward
 from supermask.core.fields import check_fields, in_range
-from supermask.core.inference import InferenceConfig, mean_masks, superposed_scores
-from supermask.core.mask_bank import PackedMasks
+from supermask.core.inference.mask_bank import PackedMasks
+from supermask.core.inference.one_shot import InferenceConfig, mean_masks, superposed_scores
 from supermask.core.masks import MaskSpec, build_mask_method
-from supermask.core.nets import BaseNetwork
-from supermask.core.packing import TaskMask, pack_masks
-from supermask.core.search import SearchConfig, build_optimizer, task_seed
-from supermask.core.stacked import stacked_forward
+from supermask.core.records.packing import TaskMask, pack_masks
+from supermask.core.search.stacked_search import SearchConfig, build_optimizer, task_seed
 
 PAD_PREFIX = "untrained-"
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from supermask.core.reservoir import RecallResult
+from supermask.core.hopfield.reservoir import RecallResult
 
 STATE_VERSION = 1
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from supermask.core.nets import BaseNetwork, BatchStandardize, NeuronGate, gate_names
-from supermask.core.neuron_masks import expand_neuron_masks
+from supermask.core.bases.networks import BaseNetwork, BatchStandardize, NeuronGate, gate_names
+from supermask.core.masks.neuron import expand_neuron_masks
 
 _ELEMENTWISE = {nn.ReLU: torch.relu, nn.SiLU: F.silu, nn.Identity: lambda h: h}
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from supermask.core.weight_method_base import (
+from supermask.core.weights.methods import (
     WEIGHT_METHODS,
     WeightMethod,
     check_fraction,

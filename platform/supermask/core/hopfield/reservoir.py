@@ -13,7 +13,7 @@ A neuron pattern m in {0, 1}^d is stored as z = 2m - 1 in {-1, +1}^d by one of t
 
 Energy: E(z) = -1/2 z^T Psi z. On {-1, +1}^d the diagonal of Psi only adds the constant
 -1/2 trace(Psi) to E, so the sign dynamics here use the off-diagonal field h_i = sum_{j != i}
-Psi_ij z_j: asynchronous flips then never raise E. (Recovery by gradient, `core.recovery`, uses the
+Psi_ij z_j: asynchronous flips then never raise E. (Recovery by gradient, `core.hopfield.recovery`, uses the
 whole matrix, as the source does.)
 
 Storage (`dtype`): the diagonal is always kept in fp32 (d numbers); the off-diagonal part in

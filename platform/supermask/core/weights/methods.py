@@ -3,7 +3,7 @@
 A weight method trains a stack of K tasks' weights, each (K, *layer shape), initialised from the
 base's frozen weights (or from a network given, e.g. the previous task's when fine-tuning). Its
 `forward()` returns the per-layer EFFECTIVE weights the base runs with (`produces = "weights"`), so
-it steps in the very loop that searches masks (core/search.py). Every per-task quantity has a
+it steps in the very loop that searches masks (core/search/stacked_search.py). Every per-task quantity has a
 leading task axis (weights, STR's s as (K, L), pruning masks), and every operation on it is
 elementwise or per row, so task k of a stack trains exactly as it would alone.
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from supermask.core.fields import choices
+from supermask.core.fields import check_fields, check_options, choices, constructor_options
+from supermask.core.records.weights import VALUE_DTYPES
 from supermask.core.registry import Registry
-from supermask.core.weights_record import VALUE_DTYPES
 
 WEIGHT_METHODS: Registry = Registry("weight method")
 WEIGHT_MODES = ("per_task", "fine_tune")
@@ -161,3 +161,37 @@ class WeightMethod(nn.Module):
         return self.layer_zeros().double() / torch.tensor(
             self.sizes, dtype=torch.float64, device=self.weights[0].device
         )
+
+
+_BUILT_BY_THE_LOOP = ("base_weights", "num_tasks", "total_steps", "init_weights")
+
+
+def weight_method_options(name: str) -> dict[str, object]:
+    """The options weight method `name` takes in WeightSpec.options, with their defaults."""
+    return constructor_options(WEIGHT_METHODS.get(name).__init__, _BUILT_BY_THE_LOOP)
+
+
+def check_weight_spec(spec: WeightSpec) -> None:
+    """Raise ValueError naming the weights field that does not fit: method, option names, types and values."""
+    check_fields(spec, "weights.")
+    cls = WEIGHT_METHODS.get(spec.method)
+    where = f"weight method {spec.method!r}"
+    check_options("weights.options", where, spec.options, weight_method_options(spec.method))
+    cls.check_options(spec.options)
+
+
+def build_weight_method(
+    spec: WeightSpec,
+    base_weights: Sequence[torch.Tensor],
+    num_tasks: int = 1,
+    total_steps: int = 1,
+    init_weights: Sequence[torch.Tensor] | None = None,
+) -> WeightMethod:
+    """The method `spec` names for K = `num_tasks` tasks training `total_steps` steps.
+
+    Each task starts from `base_weights` (the base's frozen ones), or from `init_weights` ((*shape)
+    for every task, or (K, *shape)), e.g. the network the previous task ended with.
+    """
+    check_weight_spec(spec)
+    cls = WEIGHT_METHODS.get(spec.method)
+    return cls(base_weights, num_tasks, total_steps, init_weights, **spec.options)

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from supermask.core.bases.networks import BaseNetwork
 from supermask.core.fields import check_fields, choices, in_range
-from supermask.core.mask_bank import MaskBank
-from supermask.core.nets import BaseNetwork
-from supermask.core.packing import query_matrix
+from supermask.core.inference.mask_bank import MaskBank
+from supermask.core.records.packing import query_matrix
 
 OBJECTIVES = ("H", "G")
 METHODS = ("one_shot", "binary")

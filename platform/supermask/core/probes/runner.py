@@ -1,6 +1,6 @@
 """The run function of a saturation probe: any nn.Module for K tasks at once, with its hidden states.
 
-`stacked_runner(net, x, names, ...)` gives a `RunFn` (core/probes.py): effective weights (K, *shape)
+`stacked_runner(net, x, names, ...)` gives a `RunFn` (core/probes/probe.py): effective weights (K, *shape)
 per name -> (hidden states, outputs) of each task on its own probe inputs, through torch.func's
 functional_call (and vmap over the tasks), in float32 or, on request, float64.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from supermask.core.probes import RunFn
+from supermask.core.probes.probe import RunFn
 
 
 def _capture(net: nn.Module, hidden: Sequence[str]) -> tuple[list[torch.Tensor | None], list]:

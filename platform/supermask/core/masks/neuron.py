@@ -8,7 +8,7 @@ layer is never masked: its neurons are the classes.
 The `neuron` method (SupSup's masks for its Hopfield reservoir) keeps neuron i when its score is
 >= 0, so a task's pattern is sign(score), the state z = 2m - 1 a reservoir stores; it has no density
 target, and gradients pass straight through the threshold. It `produces` "neurons": per hidden
-layer a (K, d) float 0/1 tensor, which `core.stacked.stacked_forward` applies
+layer a (K, d) float 0/1 tensor, which `core.bases.stacked.stacked_forward` applies
 
 - through the base's gates (`nets.NeuronGate`, e.g. `swish_gated_mlp`, the source's model: the gate
   multiplies the batch-standardised neuron, taking the place of the normalisation's scale). A row
@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from supermask.core.masks import MASK_METHODS, MaskMethod
-from supermask.core.nets import BaseNetwork, gate_names
+from supermask.core.bases.networks import BaseNetwork, gate_names
+from supermask.core.masks.methods import MASK_METHODS, MaskMethod
+from supermask.core.masks.straight_through import threshold_bits
 
 SCORE_INITS = ("zeros", "uniform")
 NeuronForward = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
@@ -46,19 +47,9 @@ def neuron_dims(shapes: list[tuple[int, ...]]) -> list[int]:
     return [int(s[0]) for s in shapes[:-1]]
 
 
-class _SignStraightThrough(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
-        return (scores >= 0).to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad
-
-
 def neuron_bits(scores: torch.Tensor) -> torch.Tensor:
     """Float 0/1 neuron mask 1[score >= 0] with a straight-through gradient to the scores."""
-    return _SignStraightThrough.apply(scores)
+    return threshold_bits(scores)
 
 
 def expand_neuron_masks(bits: Sequence[torch.Tensor], shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:

@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from supermask.core.batches import StackedTensors, TaskBatches
-from supermask.core.bits import pack_bits
+from supermask.core.bases.networks import BaseNetwork
+from supermask.core.bases.stacked import stacked_forward
 from supermask.core.evaluate import check_compatible
 from supermask.core.fields import check_fields, choices, in_range
-from supermask.core.losses import labelled, stacked_correct, stacked_losses
 from supermask.core.masks import MaskMethod, MaskSpec, build_mask_method
-from supermask.core.nets import BaseNetwork
-from supermask.core.optimizers import SGD, Adam, Optimizer, RMSprop
-from supermask.core.packing import TaskMask
-from supermask.core.stacked import stacked_forward
-from supermask.core.weight_methods import WeightSpec, build_weight_method
-from supermask.core.weights_record import TaskWeights, task_weights
+from supermask.core.masks.bits import pack_bits
+from supermask.core.records.packing import TaskMask
+from supermask.core.records.weights import TaskWeights, task_weights
+from supermask.core.search.batches import StackedTensors, TaskBatches
+from supermask.core.search.losses import labelled, stacked_correct, stacked_losses
+from supermask.core.search.optimizers import SGD, Adam, Optimizer, RMSprop
+from supermask.core.weights import WeightSpec, build_weight_method
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("cosine", "constant")

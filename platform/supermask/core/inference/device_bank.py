@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from supermask.core.bits import unpack_bits
-from supermask.core.packing import TaskMask, split_layers
+from supermask.core.masks.bits import unpack_bits
+from supermask.core.records.packing import TaskMask, split_layers
 
 
 class DeviceMasks:

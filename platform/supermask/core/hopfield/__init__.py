@@ -1,0 +1,3 @@
+"""HopSupSup: neuron masks stored as attractors of Hopfield reservoirs, and their recovery without
+task ids.
+"""
