@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU number of the README in one run of under 8 minutes on one H100/H200, JSON and reports in $OUT.
+# Every GPU number of docs/performance.md in one run of under 8 minutes on one H100/H200, JSON and reports in $OUT.
 #
 #   .venv/bin/python benchmarks/mnist_idx.py .gpu_data     # here: the 5,000 digits as torchvision files (4 MB)
 #   OUT=/tmp/gpu bash benchmarks/gpu_rows.sh                # there: with `import supermask` working
