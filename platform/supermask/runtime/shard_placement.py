@@ -1,4 +1,4 @@
-"""Starting, placing and reviving the shard actors of a mask store.
+"""Starting, placing and reviving the shard actors of a store (of any kind).
 
 Shard i is pinned to alive node i mod N, so shards spread over a cluster. Ray restarts a
 crashed shard actor by itself; what it cannot do is move a pinned actor off a node that is
@@ -26,11 +26,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from supermask.runtime.shard_actor import (
     NAMESPACE,
     ShardActor,
+    ShardFiles,
     ShardUnavailableError,
-    shard_actor_name,
     wait_shards,
 )
-from supermask.store.partitioning import shard_path
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def shard_action(outcome: object) -> ShardAction:
     """The policy: a shard's ping result (its pid) or the exception the ping raised -> what to do.
 
     Ray reports a lost node either as "unschedulable" or as an actor death whose message is not
-    ray.kill's. An actor ended with ray.kill (MaskStore.close) stays ended, so a copy of a closed
+    ray.kill's. An actor ended with ray.kill (closing its store) stays ended, so a copy of a closed
     store held elsewhere cannot bring its shards back behind the owner's back.
     """
     if not isinstance(outcome, BaseException):
@@ -90,7 +89,7 @@ def spread_over_nodes(shard: int):
 
 
 def start_shard_actors(
-    root: Path, num_shards: int, options: dict, compact_bytes: int | None, only: list[int] | None = None
+    root: Path, files: ShardFiles, num_shards: int, options: dict, only: list[int] | None = None
 ) -> list:
     """Start (or join) the shard actors (all, or those in `only`) and wait until each has its file open.
 
@@ -104,11 +103,11 @@ def start_shard_actors(
             return actors
         started = {
             i: ShardActor.options(
-                name=shard_actor_name(root, i),
+                name=files.actor_name(root, i),
                 namespace=NAMESPACE,
                 get_if_exists=True,
                 **{"scheduling_strategy": spread_over_nodes(i), **options},
-            ).remote(str(shard_path(root, i)), compact_bytes)
+            ).remote(files, str(files.path_of(root, i)))
             for i in todo
         }
         pings = {i: a.ping.remote() for i, a in started.items()}
@@ -143,7 +142,7 @@ def ping_outcomes(actors: list, timeout_s: float = PING_TIMEOUT_S) -> list[objec
     return out
 
 
-def revive_lost_shards(root: Path, actors: list, options: dict, compact_bytes: int | None) -> list[int]:
+def revive_lost_shards(root: Path, files: ShardFiles, actors: list, options: dict) -> list[int]:
     """Replace, in `actors`, the shards whose actor is gone for good (see `shard_action`); their numbers."""
     lost = [i for i, o in enumerate(ping_outcomes(actors)) if shard_action(o) is ShardAction.REVIVE]
     if not lost:
@@ -154,7 +153,7 @@ def revive_lost_shards(root: Path, actors: list, options: dict, compact_bytes: i
             ray.kill(actors[i], no_restart=True)
         except Exception:  # already dead
             pass
-    fresh = start_shard_actors(root, len(actors), options, compact_bytes, only=lost)
+    fresh = start_shard_actors(root, files, len(actors), options, only=lost)
     for i in lost:
         actors[i] = fresh[i]
     return lost
