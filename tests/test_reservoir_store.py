@@ -4,7 +4,6 @@ spec on Ray (its actors' crash test shares tests/test_mask_store.py's Ray)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import TASKS
+from store_helpers import DIMS, in_order, pattern, rebuilt
 from supermask.config.schema import SpecError
 from supermask.config.spec import load_spec
 from supermask.core.hopfield.reservoir import Reservoir
@@ -25,32 +25,12 @@ from supermask.store.errors import MaskFileError
 from supermask.store.reservoir_file import ReservoirFile, ReservoirSettingsError
 from supermask.store.reservoir_layout import ReservoirLayout, open_reservoir_layout, reservoir_path
 
-DIMS = [48, 24]
 HOPFIELD = TASKS / "split_mnist_hopfield.yaml"
-
-
-def pattern(task_id: str, dims=DIMS) -> list[np.ndarray]:
-    """A pattern that is a pure function of the task id."""
-    rng = np.random.default_rng(
-        int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little")
-    )
-    return [rng.random(d) < 0.5 for d in dims]
 
 
 def open_file(path: Path, **changes) -> ReservoirFile:
     settings = {"dims": DIMS, "rule": "storkey", "dtype": "fp32", "fingerprint": "base-a", **changes}
     return ReservoirFile(path, **settings)
-
-
-def rebuilt(ids_in_order: list[str], rule: str = "storkey") -> Reservoir:
-    r = Reservoir(DIMS, rule)
-    for t in ids_in_order:
-        r.store(pattern(t))
-    return r
-
-
-def in_order(f: ReservoirFile) -> list[str]:
-    return sorted(f.index, key=lambda t: f.index[t]["position"])
 
 
 def test_put_is_durable_idempotent_and_survives_reopen_with_and_without_compaction(tmp_path):
@@ -110,7 +90,6 @@ def test_damaged_snapshot_is_refused_naming_the_file(tmp_path):
 
 
 WRITER = """
-import hashlib
 import numpy as np
 from supermask.store.reservoir_file import ReservoirFile
 

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from supermask.store.translation_store import TranslationStore
 from torch import nn
 
 from supermask.config.schema import SpecError
@@ -24,7 +25,6 @@ from supermask.data import stream_of
 from supermask.recipes.checkpoints import load_checkpoint
 from supermask.recipes.translation import TranslationBench, TranslationRecipe, train_translation_task
 from supermask.store.errors import CorruptMaskError, WrongKindError
-from supermask.store.translation_store import TranslationStore
 
 
 def tiny(**kw) -> TranslationSettings:
