@@ -59,9 +59,11 @@ def validate_mask(mask: TaskMask) -> None:
     _check_common(where, mask)
 
 
-def _check_common(where: str, mask: TaskMask | TaskWeights | TranslationRecord) -> None:
+def _check_common(
+    where: str, mask: TaskMask | TaskWeights | TranslationRecord, has_base: bool = True
+) -> None:
     """The checks every record kind shares: base, BN statistics, metrics, provenance, creation time."""
-    if not isinstance(mask.base_fingerprint, str) or not mask.base_fingerprint:
+    if not isinstance(mask.base_fingerprint, str) or (has_base and not mask.base_fingerprint):
         raise ValueError(f"{where}: base_fingerprint must be a non-empty string")
     for name, arr in getattr(mask, "bn_stats", {}).items():
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
@@ -126,7 +128,9 @@ def validate_translation(record: TranslationRecord) -> None:
     for name in ("settings", "layers"):
         if not isinstance(getattr(record, name), dict):
             raise ValueError(f"{where}: {name} must be a dict")
-    _check_common(where, record)
+    _check_common(
+        where, record, has_base=record.method == "supermask"
+    )  # trained generators own their weights
 
 
 def validate_record(record: TaskMask | TaskWeights | TranslationRecord) -> None:
