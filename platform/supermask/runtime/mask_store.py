@@ -20,12 +20,11 @@ import ray
 from supermask.core.records.packing import TaskMask, query_count
 from supermask.core.records.weights import TaskWeights
 from supermask.runtime.shard_actor import ShardActor, ShardFiles, ShardUnavailableError, wait_shards
-from supermask.runtime.shard_store import BATCH, ShardedStore, revives_shards
+from supermask.runtime.shard_store import ShardedStore, revives_shards
 from supermask.store.errors import MaskNotFoundError
 from supermask.store.maskfile import MaskFile
-from supermask.store.partitioning import StoreState, layout_file, open_layout, shard_path, write_state
+from supermask.store.partitioning import StoreState, layout_file, shard_path, write_state
 from supermask.store.reshard import reshard_store
-from supermask.store.validation import validate_record
 
 __all__ = ["MaskStore", "ShardActor", "ShardUnavailableError", "mask_files", "shard_actor_name"]
 
@@ -45,20 +44,15 @@ def shard_actor_name(root: str | os.PathLike[str], shard: int) -> str:
 
 
 class MaskStore(ShardedStore):
-    """Client of a sharded mask store; picklable, so it can be handed to Ray tasks and Train workers."""
+    """Client of a sharded mask store; picklable, so it can be handed to Ray tasks and Train workers.
+
+    `open(root, num_shards=None, *, actor_options=None, compact_bytes=None)`; `put`/`put_many` take
+    masks (TaskMask) and trained weights (TaskWeights), `get`/`get_many` return masks only.
+    """
 
     @classmethod
-    def open(
-        cls,
-        root: str | os.PathLike[str],
-        num_shards: int | None = None,
-        *,
-        actor_options: dict | None = None,
-        compact_bytes: int | None = None,
-    ) -> MaskStore:
-        """Open (creating if absent) the store at `root`, starting or joining its shard actors."""
-        root = Path(root).expanduser().resolve()
-        return cls.start(root, open_layout(root, num_shards), mask_files(compact_bytes), actor_options)
+    def shard_files(cls, compact_bytes: int | None = None) -> ShardFiles:
+        return mask_files(compact_bytes)
 
     @classmethod
     def reshard(cls, root: str | os.PathLike[str], num_shards: int) -> dict:
@@ -72,33 +66,13 @@ class MaskStore(ShardedStore):
 
     # -- masks and trained weights ------------------------------------------------
 
-    @revives_shards
-    def put(self, mask: TaskMask | TaskWeights, *, overwrite: bool = False) -> bool:
-        """Durably store a mask (or trained weights) on the shard that owns its task; False if it was stored already.
-
-        A put cut short by a shard crash is re-run on the restarted shard, and may then return False
-        for a mask that this very call wrote before the crash.
-        """
-        validate_record(mask)
-        return self._one(mask.task_id, "put_many", [mask], overwrite)[0]
-
-    def put_many(self, masks: Sequence[TaskMask | TaskWeights], *, overwrite: bool = False) -> list[bool]:
-        """Store many records (masks or trained weights), each shard's share written concurrently; one bool
-        per record, in order."""
-        masks = list(masks)
-        for m in masks:
-            validate_record(m)
-        batch = BATCH if all(isinstance(m, TaskMask) for m in masks) else WEIGHTS_BATCH
-        return super().put_many(masks, overwrite=overwrite, batch=batch)
+    def batch_for(self, records: list) -> int:
+        return self.batch if all(isinstance(m, TaskMask) for m in records) else WEIGHTS_BATCH
 
     @revives_shards
     def get(self, task_id: str, fingerprint: str | None = None) -> TaskMask:
         """The verified mask of one task (FingerprintMismatchError if it belongs to another base)."""
         return self._one(task_id, "call", "get", task_id, fingerprint=fingerprint)
-
-    def get_many(self, ids: Iterable[str], fingerprint: str | None = None) -> list[TaskMask]:
-        """The verified masks of these tasks in input order, fetched from every shard concurrently."""
-        return super().get_many(ids, fingerprint)
 
     @revives_shards
     def get_weights_many(self, ids: Iterable[str], fingerprint: str | None = None) -> list[TaskWeights]:

@@ -59,7 +59,12 @@ def reservoir_actor_name(root: str | os.PathLike[str], shard: int) -> str:
 
 
 class ReservoirStore(ShardedStore):
-    """Client of a store's reservoirs; picklable, so Ray Train workers can put patterns in it."""
+    """Client of a store's reservoirs; picklable, so Ray Train workers can put patterns in it.
+
+    `open(root, spec, dims, fingerprint, actor_options=None)` (the reservoirs' settings are recorded in
+    reservoir.json); `put_many` takes (neuron) masks and `put_patterns` patterns; `get_many` and `delete`
+    are refused (a pattern cannot be taken back out of a Hopfield matrix); `recover_many` recovers.
+    """
 
     @classmethod
     def open(
@@ -84,6 +89,9 @@ class ReservoirStore(ShardedStore):
 
     def task_of(self, record: PatternRecord) -> str:
         return record[0]
+
+    def check_record(self, record: PatternRecord) -> None:
+        """Patterns are checked by the reservoir that stores them (sizes, base)."""
 
     def put_many(self, masks: Sequence[TaskMask], overwrite: bool = False) -> list[bool]:
         """Store each (neuron) mask's pattern in the reservoir its task hashes to; one bool per mask, in order."""

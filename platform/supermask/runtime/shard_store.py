@@ -26,8 +26,10 @@ from supermask.runtime.shard_placement import (
     start_shard_actors,
 )
 from supermask.store.errors import MaskNotFoundError
+from supermask.store.partitioning import open_layout
+from supermask.store.validation import validate_record
 
-BATCH = 32  # records per actor call in put_many/get_many: bounds each object while keeping calls few
+BATCH = 32
 
 
 class Layout(Protocol):
@@ -77,6 +79,30 @@ class ShardedStore:
         root = Path(root).expanduser().resolve()
         options = default_actor_options(actor_options)
         return cls(root, layout, files, start_shard_actors(root, files, layout.num_shards, options), options)
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        num_shards: int | None = None,
+        *,
+        actor_options: dict | None = None,
+        compact_bytes: int | None = None,
+    ) -> Any:
+        """Open (creating if absent) the store at `root`, laid out by store.json, starting or joining its
+        shard actors (`compact_bytes`: journal bytes before a shard compacts)."""
+        root = Path(root).expanduser().resolve()
+        cls.check_root(root)
+        return cls.start(root, open_layout(root, num_shards), cls.shard_files(compact_bytes), actor_options)
+
+    @classmethod
+    def check_root(cls, root: Path) -> None:
+        """Raise if the folder cannot be opened as a store of this kind (before anything is written)."""
+
+    @classmethod
+    def shard_files(cls, compact_bytes: int | None = None) -> ShardFiles:
+        """How this kind's shard files are named and opened."""
+        raise NotImplementedError
 
     # -- routing -------------------------------------------------------------
 
@@ -143,25 +169,52 @@ class ShardedStore:
 
     # -- what every kind offers ------------------------------------------------
 
-    @revives_shards
-    def put_many(self, records: Sequence, *, overwrite: bool = False, batch: int = BATCH) -> list[bool]:
-        """Durably store records, each on the shard that owns its task, every shard's share written
-        concurrently; one bool per record in order (False: that exact record was stored already)."""
-        records = list(records)
-        return self._scatter(
-            records,
-            [self.task_of(r) for r in records],
-            lambda a, part: a.put_many.remote(part, overwrite),
-            f"put_many of {len(records)} records",
-            batch,
-        )
+    batch = BATCH  # records per actor call in put_many/get_many: bounds each object while keeping calls few
+
+    def check_record(self, record: Any) -> None:
+        """Raise ValueError naming what is wrong with a record about to be stored."""
+        validate_record(record)
 
     def task_of(self, record: Any) -> str:
         """The task id a record belongs to (routes it to its shard)."""
         return record.task_id
 
     @revives_shards
-    def get_many(self, ids: Iterable[str], fingerprint: str | None = None, *, batch: int = BATCH) -> list:
+    def put(self, record: Any, *, overwrite: bool = False) -> bool:
+        """Durably store a record on the shard that owns its task; False if it was stored already.
+
+        A put cut short by a shard crash is re-run on the restarted shard, and may then return False
+        for a record that this very call wrote before the crash.
+        """
+        self.check_record(record)
+        return self._one(self.task_of(record), "put_many", [record], overwrite)[0]
+
+    @revives_shards
+    def put_many(self, records: Sequence, *, overwrite: bool = False) -> list[bool]:
+        """Durably store records, each on the shard that owns its task, every shard's share written
+        concurrently; one bool per record in order (False: that exact record was stored already)."""
+        records = list(records)
+        for r in records:
+            self.check_record(r)
+        return self._scatter(
+            records,
+            [self.task_of(r) for r in records],
+            lambda a, part: a.put_many.remote(part, overwrite),
+            f"put_many of {len(records)} records",
+            self.batch_for(records),
+        )
+
+    def batch_for(self, records: list) -> int:
+        """Records per actor call when putting these."""
+        return self.batch
+
+    @revives_shards
+    def get(self, task_id: str, fingerprint: str | None = None) -> Any:
+        """The verified record of one task (FingerprintMismatchError if it belongs to another base)."""
+        return self._one(task_id, "get_many", [task_id], fingerprint)[0]
+
+    @revives_shards
+    def get_many(self, ids: Iterable[str], fingerprint: str | None = None) -> list:
         """The verified records of these tasks in input order, fetched from every shard concurrently."""
         ids = list(ids)
         try:
@@ -170,7 +223,7 @@ class ShardedStore:
                 ids,
                 lambda a, part: a.get_many.remote(part, fingerprint),
                 f"get_many of {len(ids)}",
-                batch,
+                self.batch,
             )
         except MaskNotFoundError as e:
             raise self._not_found(ids, e) from None

@@ -73,33 +73,10 @@ _NORMALISE = {
     "mask": _same,
     "layers": _same,
 }
-MASK_FIELDS = (
-    "task_id",
-    "kind",
-    "layer_names",
-    "layer_shapes",
-    "layer_density",
-    "base_fingerprint",
-    "metrics",
-    "created",
-    "provenance",
-)
+_INDEXED = ("layer_shapes", "layer_density", "base_fingerprint", "metrics", "created", "provenance")
+MASK_FIELDS = ("task_id", "kind", "layer_names", *_INDEXED)
 WEIGHTS_FIELDS = (*MASK_FIELDS, "method", "dtype", "layer_formats", "stored_bytes", "dense_bytes")
-TRANSLATION_FIELDS = (
-    "task_id",
-    "kind",
-    "layer_shapes",
-    "layer_density",
-    "base_fingerprint",
-    "metrics",
-    "created",
-    "provenance",
-    "method",
-    "stored_bytes",
-    "settings",
-    "mask",
-    "layers",
-)
+TRANSLATION_FIELDS = ("task_id", "kind", *_INDEXED, "method", "stored_bytes", "settings", "mask", "layers")
 _FIELDS = {KIND_WEIGHTS: WEIGHTS_FIELDS, KIND_TRANSLATION: TRANSLATION_FIELDS}
 INDEX_EXTRA = {  # what the index keeps of each kind's own metadata (describe() shows it)
     KIND_WEIGHTS: ("method", "dtype", "sparsity", "stored_bytes", "dense_bytes", "layer_formats"),

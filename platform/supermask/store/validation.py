@@ -28,6 +28,16 @@ def num_weights(shapes: Iterable[tuple[int, ...]]) -> int:
     return int(sum(math.prod(s) for s in shapes))
 
 
+def _check_layers(where: str, names: list, shapes: list, per_layer: list, one: str, many: str) -> None:
+    """One or more layers, with one name and one `one` (density, array) per shape."""
+    n = len(shapes)
+    if n == 0 or len(names) != n or len(per_layer) != n:
+        raise ValueError(
+            f"{where}: needs one or more layers, with one name and one {one} per shape; got "
+            f"{len(names)} names, {n} shapes, {len(per_layer)} {many}"
+        )
+
+
 def validate_mask(mask: TaskMask) -> None:
     """Raise ValueError naming the first thing wrong with a mask about to be stored."""
     tid = mask.task_id
@@ -37,12 +47,7 @@ def validate_mask(mask: TaskMask) -> None:
     if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 1:
         got = f"{packed.dtype} {packed.shape}" if isinstance(packed, np.ndarray) else type(packed).__name__
         raise ValueError(f"{where}: packed must be a 1-D uint8 array (see pack_masks), got {got}")
-    n = len(mask.layer_shapes)
-    if n == 0 or len(mask.layer_names) != n or len(mask.layer_density) != n:
-        raise ValueError(
-            f"{where}: needs one or more layers, with one name and one density per shape; got "
-            f"{len(mask.layer_names)} names, {n} shapes, {len(mask.layer_density)} densities"
-        )
+    _check_layers(where, mask.layer_names, mask.layer_shapes, mask.layer_density, "density", "densities")
     for s in mask.layer_shapes:
         if not all(isinstance(d, int | np.integer) and d >= 0 for d in s):
             raise ValueError(f"{where}: layer shape {s!r} is not a tuple of non-negative ints")
@@ -94,12 +99,7 @@ def validate_weights(record: TaskWeights) -> None:
     """Raise ValueError naming the first thing wrong with a trained-weights record about to be stored."""
     check_task_id(record.task_id)
     where = f"weights {record.task_id!r}"
-    n = len(record.layer_shapes)
-    if n == 0 or len(record.layer_names) != n or len(record.values) != n:
-        raise ValueError(
-            f"{where}: needs one or more layers, with one name and one array per shape; got "
-            f"{len(record.layer_names)} names, {n} shapes, {len(record.values)} arrays"
-        )
+    _check_layers(where, record.layer_names, record.layer_shapes, record.values, "array", "arrays")
     for v in record.values:
         if not isinstance(v, np.ndarray) or v.dtype.name not in VALUE_DTYPES or not np.isfinite(v).all():
             raise ValueError(f"{where}: values must be finite {' or '.join(VALUE_DTYPES)} arrays")
