@@ -33,6 +33,7 @@ from store_helpers import (
     AckedWriter,
     assert_same,
     kind_case,
+    pattern,
     tamper,
     v1_view,
     write_v1_journal,
@@ -482,6 +483,42 @@ def test_reshard_two_to_three_keeps_every_mask_once(ray_cluster, tmp_path, capsy
         assert store.list() == sorted(ids) and all(r["ok"] for r in store.verify())
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_store_kind_answers_the_same_calls(ray_cluster, tmp_path, kind):
+    """One client API for every kind: put_many, missing, list, describe, get_many, delete, stats, verify,
+    close; a reservoir refuses, naming why, what it cannot do (give a pattern back, drop or replace one)."""
+    from supermask.store.errors import NotSupportedError
+
+    case = kind_case(kind, SHAPES)
+    ids = [f"api-{i}" for i in range(7)]
+    with case.open(tmp_path, 2, None) as store:
+        assert [case.put(store, t) for t in ids] == [True] * 7 and case.put(store, ids[0]) is False
+        assert store.missing([ids[3], "ghost", ids[5]]) == ["ghost"] and "ghost" not in store
+        assert store.list() == sorted(ids) and len(store) == 7
+        assert list(store.describe(ids[2::-1])) == ids[2::-1] and sorted(store.describe()) == sorted(ids)
+        with pytest.raises(MaskNotFoundError, match="'ghost'"):
+            store.describe(["ghost", ids[0]])
+        stats = store.stats()
+        count = sum(s["count"] for s in stats) if kind == "reservoir" else stats["count"]
+        assert count == 7
+        assert [r["shard"] for r in store.verify()] == [0, 1] and all(r["ok"] for r in store.verify())
+        if kind == "reservoir":
+            with pytest.raises(NotSupportedError, match="keeps no pattern to give back"):
+                store.get_many(ids[:2])
+            with pytest.raises(NotSupportedError, match="cannot be deleted"):
+                store.delete(ids[0])
+            with pytest.raises(NotSupportedError, match="cannot be overwritten"):
+                store.put((ids[0], pattern(ids[0]), {}, {}), overwrite=True)
+        else:
+            for t in ids[:3]:
+                case.read(store, t)
+            assert [r.task_id for r in store.get_many(ids[::-1])] == ids[::-1]
+            assert store.delete(ids[6]) is True and store.delete(ids[6]) is False
+            assert store.missing(ids) == [ids[6]]
+    with pytest.raises(ShardUnavailableError, match="closed"):
+        store.list()
 
 
 @pytest.mark.parametrize("kind", KINDS)

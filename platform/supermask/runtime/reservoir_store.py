@@ -53,11 +53,6 @@ def reservoir_files(layout: ReservoirLayout, compact_bytes: int) -> ShardFiles:
     return ShardFiles("reservoir", ReservoirFile, reservoir_path, settings)
 
 
-def reservoir_actor_name(root: str | os.PathLike[str], shard: int) -> str:
-    """The Ray actor name of one reservoir of the store at `root` (the same in every process)."""
-    return ShardFiles("reservoir", ReservoirFile, reservoir_path).actor_name(root, shard)
-
-
 class ReservoirStore(ShardedStore):
     """Client of a store's reservoirs; picklable, so Ray Train workers can put patterns in it.
 
