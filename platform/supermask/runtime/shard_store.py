@@ -29,7 +29,7 @@ from supermask.store.errors import MaskNotFoundError
 from supermask.store.partitioning import open_layout
 from supermask.store.validation import validate_record
 
-BATCH = 32
+BATCH = 32  # records per actor call in put_many/get_many: bounds each object while keeping calls few
 
 
 class Layout(Protocol):
@@ -169,7 +169,7 @@ class ShardedStore:
 
     # -- what every kind offers ------------------------------------------------
 
-    batch = BATCH  # records per actor call in put_many/get_many: bounds each object while keeping calls few
+    batch = BATCH  # records per actor call (a kind with large records sends fewer)
 
     def check_record(self, record: Any) -> None:
         """Raise ValueError naming what is wrong with a record about to be stored."""
