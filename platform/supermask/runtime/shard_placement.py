@@ -34,7 +34,7 @@ from supermask.runtime.shard_actor import (
 logger = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 60.0  # how long revive_lost_shards waits for each shard to answer
-START_ROUNDS = 50  # tries to start a store's actors (a closed store's names can take a moment to free)
+START_WAIT_S = 60.0  # how long to keep starting a store's actors (a closed store's names take a moment to free)
 
 
 class ShardAction(enum.Enum):
@@ -97,10 +97,13 @@ def start_shard_actors(
     """
     actors: list = [None] * num_shards
     wanted = list(range(num_shards)) if only is None else list(only)
-    for _ in range(START_ROUNDS):
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
         todo = [i for i in wanted if actors[i] is None]
         if not todo:
             return actors
+        if time.monotonic() > deadline:
+            raise ShardUnavailableError(f"could not start the shard actors of {root}; is Ray healthy?")
         started = {
             i: ShardActor.options(
                 name=files.actor_name(root, i),
@@ -114,7 +117,7 @@ def start_shard_actors(
         try:
             wait_shards(list(pings.values()), f"opening the shard files of {root}")
         except ShardUnavailableError:  # a closed store's actor whose name is not released yet
-            time.sleep(0.1)
+            time.sleep(0.2)
         except Exception:
             # Leave no shard behind holding its file: the next open starts fresh ones.
             for a in [*started.values(), *(a for a in actors if a is not None)]:
@@ -126,7 +129,6 @@ def start_shard_actors(
                 actors[i] = started[i]
             except RayError:
                 pass  # started afresh (or its error raised) on the next round
-    raise ShardUnavailableError(f"could not start the shard actors of {root}; is Ray healthy?")
 
 
 def ping_outcomes(actors: list, timeout_s: float = PING_TIMEOUT_S) -> list[object]:
