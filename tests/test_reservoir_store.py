@@ -90,6 +90,7 @@ def test_damaged_snapshot_is_refused_naming_the_file(tmp_path):
 
 
 WRITER = """
+import hashlib
 import numpy as np
 from supermask.store.reservoir_file import ReservoirFile
 

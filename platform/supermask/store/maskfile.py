@@ -1,4 +1,5 @@
-"""MaskFile: one shard's durable store of TaskMasks, safe against `kill -9` at any moment.
+"""MaskFile: one shard's durable store of records (masks; trained weights and translation tasks too, see
+`store.array_records`), safe against `kill -9` at any moment.
 
 Files, for a store at PATH (e.g. shard-000.h5):
 
