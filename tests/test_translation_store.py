@@ -29,7 +29,7 @@ from supermask.store.errors import (
     WrongKindError,
 )
 from supermask.store.maskfile import MaskFile
-from supermask.store.partitioning import read_state, shard_path
+from supermask.store.partitioning import StoreLayout, StoreState, read_state, shard_path, write_state
 from supermask.store.translation_file import TranslationFile
 from supermask.store.translation_legacy import migrate_translation_folder
 
@@ -87,15 +87,24 @@ def test_records_of_one_kind_never_come_back_as_another(tmp_path):
         assert_same_translation(f.get("t"), make_translation("t"))
 
 
-def test_store_commands_list_and_verify_a_translation_store(tmp_path, capsys):
+def test_store_commands_list_verify_and_reshard_a_translation_store(tmp_path, capsys):
+    ids = [f"t{i}" for i in range(8)]
+    write_state(tmp_path, StoreState(StoreLayout.initial(1)))
     with TranslationFile(shard_path(tmp_path, 0)) as f:
-        f.put_many([make_translation(t) for t in ("a", "b")])
+        f.put_many([make_translation(t) for t in ids])
     assert main(["store", "ls", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "translation supermask" in out and f"{make_translation('a').nbytes:,} B" in out
+    assert "translation supermask" in out and f"{make_translation('t0').nbytes:,} B" in out
     assert main(["store", "verify", str(tmp_path), "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)
-    assert report["ok"] and report["checked"] == 2
+    assert report["ok"] and report["checked"] == 8
+    assert main(["store", "reshard", str(tmp_path), "2"]) == 0
+    layout = read_state(tmp_path).layout
+    for s in range(2):
+        with TranslationFile(shard_path(tmp_path, s)) as f:
+            assert f.list() == [t for t in ids if layout.shard_of(t) == s]
+            for t in f.list():
+                assert_same_translation(f.get(t), make_translation(t))
 
 
 def _legacy_folder(folder: Path, ids: list[str]) -> list[Path]:
