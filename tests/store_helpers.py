@@ -1,4 +1,5 @@
-"""Scaffolding shared by the store tests: seeded masks, comparisons, tampering, and a format-1 writer."""
+"""Scaffolding shared by the store tests: seeded masks, patterns and translation records, comparisons,
+tampering, writers of older formats, and one case per store kind for the tests run against each."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 import struct
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from supermask.core.hopfield.reservoir import Reservoir
 from supermask.core.records.packing import TaskMask, bits_checksum, pack_masks
+from supermask.core.records.translation import TranslationRecord
 
 SHAPES = [(48, 32), (32, 16), (16, 10)]
 
@@ -227,3 +232,214 @@ class AckedWriter:
         self._thread.join(timeout=120)
         if self._failure is not None and exc[0] is None:
             raise self._failure
+
+
+# -- the other store kinds' records ----------------------------------------------
+
+DIMS = [48, 24]  # a reservoir's hidden layer sizes
+
+
+def _rng(key: str) -> np.random.Generator:
+    return np.random.default_rng(
+        int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    )
+
+
+def pattern(task_id: str, dims=DIMS) -> list[np.ndarray]:
+    """A neuron pattern that is a pure function of the task id."""
+    rng = _rng(task_id)
+    return [rng.random(d) < 0.5 for d in dims]
+
+
+def rebuilt(ids_in_order: list[str], rule: str = "storkey") -> Reservoir:
+    """The reservoir that storing these tasks' patterns, in this order, makes."""
+    r = Reservoir(DIMS, rule)
+    for t in ids_in_order:
+        r.store(pattern(t))
+    return r
+
+
+def in_order(f) -> list[str]:
+    """The tasks of a ReservoirFile in the order they were stored."""
+    return sorted(f.index, key=lambda t: f.index[t]["position"])
+
+
+def make_translation(task_id: str, *, variant: int = 0, fingerprint: str = "base-t") -> TranslationRecord:
+    """A supermask translation record (NumPy only) that is a pure function of its arguments."""
+    rng = _rng(f"{task_id}/{variant}/translation")
+    arrays = {}
+    for g in ("g_xy", "g_yx"):
+        arrays[f"{g}/bits"] = rng.integers(0, 256, 216, dtype=np.uint8)
+        arrays[f"{g}/free/norm.weight"] = rng.standard_normal(8).astype(np.float32)
+    return TranslationRecord(
+        task_id=task_id,
+        method="supermask",
+        settings={"resolution": 32, "width": 2, "steps": 4},
+        arrays=arrays,
+        mask={"method": "topk", "density": 0.5},
+        layers={g: [["conv.weight", [8, 3, 3, 3]], ["out.weight", [3, 8, 3, 3]]] for g in ("g_xy", "g_yx")},
+        base_fingerprint=fingerprint,
+        metrics={"hausdorff_score": float(rng.random()), "curve": [0.5, 0.25]},
+        provenance={"hash": "prov-t", "fields": {"translation.lr": 0.0002}},
+        created=1.7e9 + float(rng.integers(10**6)),
+    )
+
+
+def assert_same_translation(a: TranslationRecord, b: TranslationRecord) -> None:
+    """Every field and array of two translation records is equal, dtypes and shapes included."""
+    assert a.meta() == b.meta() and a.arrays.keys() == b.arrays.keys()
+    for name in a.arrays:
+        assert a.arrays[name].dtype == b.arrays[name].dtype
+        np.testing.assert_array_equal(a.arrays[name], b.arrays[name])
+    assert a.checksum == b.checksum
+
+
+def write_legacy_translation_record(folder: Path, record: TranslationRecord) -> Path:
+    """A translation record file as the supermask before the sharded translation store wrote it (its
+    code is gone): one HDF5 file per task, `<folder>/<task id>.h5`."""
+    meta = {**record.meta(), "checksum": record.checksum, "format_version": 1}
+    path = folder / f"{record.task_id}.h5"
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+        arrays = f.create_group("arrays")
+        for name, array in sorted(record.arrays.items()):
+            arrays.create_dataset(name, data=np.ascontiguousarray(array))
+    return path
+
+
+# -- one case per store kind, for the tests every kind must pass ---------------------
+
+
+@dataclass(frozen=True)
+class KindCase:
+    """How a test opens, fills and reads back a store of one kind, through its client and file class."""
+
+    name: str
+    open: Callable  # (root, num_shards, compact_bytes) -> the kind's client, shard actors started
+    put: Callable  # (client, task id) -> whether it was new
+    read: Callable  # (client, task id) -> None; asserts the stored record is the one put
+    files: Callable  # (root, num_shards) -> {shard: [task ids, in the order stored]}, read without Ray
+    check: Callable  # (root, num_shards) -> None; asserts every record in the files is the one put
+
+
+def _mask_case(shapes) -> KindCase:
+    from supermask.store.maskfile import MaskFile
+    from supermask.store.partitioning import shard_path
+
+    def open_(root, n, compact_bytes):
+        from supermask.runtime.mask_store import MaskStore
+
+        return MaskStore.open(root, n, compact_bytes=compact_bytes)
+
+    def files(root, n):
+        out = {}
+        for s in range(n):
+            with MaskFile(shard_path(root, s)) as f:
+                out[s] = f.list()
+        return out
+
+    def check(root, n):
+        for s in range(n):
+            with MaskFile(shard_path(root, s)) as f:
+                for t in f.list():
+                    assert_same(f.get(t), make_mask(t, shapes=shapes))
+
+    return KindCase(
+        "masks",
+        open_,
+        lambda store, tid: store.put(make_mask(tid, shapes=shapes)),
+        lambda store, tid: assert_same(store.get(tid), make_mask(tid, shapes=shapes)),
+        files,
+        check,
+    )
+
+
+def _reservoir_case() -> KindCase:
+    from supermask.store.reservoir_file import ReservoirFile
+    from supermask.store.reservoir_layout import reservoir_path
+
+    def open_(root, n, compact_bytes):
+        from supermask.runtime.reservoir_store import ReservoirStore
+        from supermask.store.reservoir_layout import ReservoirSpec
+
+        spec = ReservoirSpec(rule="storkey", shards=n, compact_bytes=compact_bytes or 2**20)
+        return ReservoirStore.open(root, spec, DIMS, "base-a")
+
+    def opened(root, s):
+        return ReservoirFile(
+            reservoir_path(root, s), dims=DIMS, rule="storkey", dtype="fp32", fingerprint="base-a"
+        )
+
+    def files(root, n):
+        out = {}
+        for s in range(n):
+            with opened(root, s) as f:
+                out[s] = in_order(f)
+        return out
+
+    def check(root, n):
+        for s in range(n):
+            with opened(root, s) as f:  # the matrices are those of its updates, once each, in order
+                for layer in range(len(DIMS)):
+                    np.testing.assert_array_equal(
+                        f.reservoir.matrix(layer), rebuilt(in_order(f)).matrix(layer)
+                    )
+
+    def read(store, tid):
+        from supermask.store.reservoir_file import pattern_digest
+
+        assert store.describe([tid])[tid]["digest"] == pattern_digest(pattern(tid))
+
+    return KindCase(
+        "reservoir",
+        open_,
+        lambda store, tid: store.put_patterns([(tid, pattern(tid), {}, {})])[0],
+        read,
+        files,
+        check,
+    )
+
+
+def _translation_case() -> KindCase:
+    from supermask.store.partitioning import shard_path
+    from supermask.store.translation_file import TranslationFile
+
+    def open_(root, n, compact_bytes):
+        from supermask.runtime.translation_store import TranslationStore
+
+        return TranslationStore.open(root, n, compact_bytes=compact_bytes)
+
+    def files(root, n):
+        out = {}
+        for s in range(n):
+            with TranslationFile(shard_path(root, s)) as f:
+                out[s] = f.list()
+        return out
+
+    def check(root, n):
+        for s in range(n):
+            with TranslationFile(shard_path(root, s)) as f:
+                for t in f.list():
+                    assert_same_translation(f.get(t), make_translation(t))
+
+    return KindCase(
+        "translation",
+        open_,
+        lambda store, tid: store.put(make_translation(tid)),
+        lambda store, tid: assert_same_translation(store.get(tid), make_translation(tid)),
+        files,
+        check,
+    )
+
+
+def kind_case(name: str, mask_shapes=SHAPES) -> KindCase:
+    """The case of one store kind ("masks", "reservoir", "translation")."""
+    return {
+        "masks": lambda: _mask_case(mask_shapes),
+        "reservoir": _reservoir_case,
+        "translation": _translation_case,
+    }[name]()
+
+
+KINDS = ("masks", "reservoir", "translation")

@@ -1,5 +1,5 @@
 """The sharded mask store: stable partitioning, resharding, Ray shard actors and their failure policy,
-typed errors, describe, the `supermask store` commands, kill -9 survival (of the reservoir actors too)."""
+typed errors, describe, the `supermask store` commands, kill -9 survival of every store kind's shards."""
 
 from __future__ import annotations
 
@@ -28,7 +28,17 @@ from ray.exceptions import (
 )
 
 import store_helpers
-from store_helpers import AckedWriter, assert_same, tamper, v1_view, write_v1_journal, write_v1_snapshot
+from store_helpers import (
+    KINDS,
+    AckedWriter,
+    assert_same,
+    kind_case,
+    pattern,
+    tamper,
+    v1_view,
+    write_v1_journal,
+    write_v1_snapshot,
+)
 from supermask.core.records.packing import TaskMask
 from supermask.interface import cli
 from supermask.runtime.mask_store import MaskStore, ShardUnavailableError, shard_actor_name
@@ -54,10 +64,7 @@ from supermask.store.partitioning import (
     shard_path,
     write_state,
 )
-from supermask.store.reservoir_file import ReservoirFile
-from supermask.store.reservoir_layout import ReservoirSpec, reservoir_path
 from supermask.store.reshard import reshard_store
-from test_reservoir_store import DIMS, in_order, pattern, rebuilt
 
 SHAPES = [(128, 96), (96, 64), (64, 10)]  # 19,072 weights, 2,384 packed bytes
 PLATFORM_DIR = str(Path(partitioning.__file__).parents[2])
@@ -478,13 +485,53 @@ def test_reshard_two_to_three_keeps_every_mask_once(ray_cluster, tmp_path, capsy
         store.close()
 
 
-def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, record_property):
-    """The crash test: every acknowledged put survives 6 kill -9s (each shard hit twice), and `store verify` finds nothing corrupt."""
-    store = MaskStore.open(tmp_path, 3, compact_bytes=256 * 1024)  # compactions get killed too
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_store_kind_answers_the_same_calls(ray_cluster, tmp_path, kind):
+    """One client API for every kind: put_many, missing, list, describe, get_many, delete, stats, verify,
+    close; a reservoir refuses, naming why, what it cannot do (give a pattern back, drop or replace one)."""
+    from supermask.store.errors import NotSupportedError
+
+    case = kind_case(kind, SHAPES)
+    ids = [f"api-{i}" for i in range(7)]
+    with case.open(tmp_path, 2, None) as store:
+        assert [case.put(store, t) for t in ids] == [True] * 7 and case.put(store, ids[0]) is False
+        assert store.missing([ids[3], "ghost", ids[5]]) == ["ghost"] and "ghost" not in store
+        assert store.list() == sorted(ids) and len(store) == 7
+        assert list(store.describe(ids[2::-1])) == ids[2::-1] and sorted(store.describe()) == sorted(ids)
+        with pytest.raises(MaskNotFoundError, match="'ghost'"):
+            store.describe(["ghost", ids[0]])
+        stats = store.stats()
+        count = sum(s["count"] for s in stats) if kind == "reservoir" else stats["count"]
+        assert count == 7
+        assert [r["shard"] for r in store.verify()] == [0, 1] and all(r["ok"] for r in store.verify())
+        if kind == "reservoir":
+            with pytest.raises(NotSupportedError, match="keeps no pattern to give back"):
+                store.get_many(ids[:2])
+            with pytest.raises(NotSupportedError, match="cannot be deleted"):
+                store.delete(ids[0])
+            with pytest.raises(NotSupportedError, match="cannot be overwritten"):
+                store.put((ids[0], pattern(ids[0]), {}, {}), overwrite=True)
+        else:
+            for t in ids[:3]:
+                case.read(store, t)
+            assert [r.task_id for r in store.get_many(ids[::-1])] == ids[::-1]
+            assert store.delete(ids[6]) is True and store.delete(ids[6]) is False
+            assert store.missing(ids) == [ids[6]]
+    with pytest.raises(ShardUnavailableError, match="closed"):
+        store.list()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, record_property, kind):
+    """The crash test, for every store kind: every acknowledged put survives 6 kill -9s of shard actors
+    (each shard hit twice, compactions killed too), once, on its own shard, and `store verify` finds
+    nothing corrupt."""
+    case = kind_case(kind, SHAPES)
+    store = case.open(tmp_path, 3, {"masks": 256 * 1024, "reservoir": 1500, "translation": 16 * 1024}[kind])
     rng = random.Random(20)
     serve_s = []
     retry_on = (ray.exceptions.RayActorError, MaskFileError)
-    with AckedWriter(lambda tid: store.put(make_mask(tid)), "crash-", retry_on) as writer:
+    with AckedWriter(lambda tid: case.put(store, tid), "crash-", retry_on) as writer:
         acked = writer.acked
         for i in range(6):
             time.sleep(rng.uniform(0.02, 0.3))
@@ -495,67 +542,31 @@ def test_kill_9_shards_six_times_during_puts(ray_cluster, tmp_path, capsys, reco
             os.kill(pid, signal.SIGKILL)
             killed = time.perf_counter()
             if probe is not None:
-                assert_same(store.get(probe), make_mask(probe))
+                case.read(store, probe)
             serve_s.append(time.perf_counter() - killed)
             assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted before the next kill
+        time.sleep(0.2)  # puts reach the last restarted shard before the writer stops
     assert len(acked) > 30, len(acked)
     store.close()
     capsys.readouterr()
     assert cli.main(["store", "verify", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report) == 3 and all(r["ok"] and not r["problems"] for r in report)
-    contents = shard_contents(tmp_path, 3)
-    held = {t for ids in contents.values() for t in ids}
-    assert set(acked) <= held  # every acknowledged put is present ...
-    assert held <= writer.attempted_ids()
-    for s, ids in contents.items():
-        with MaskFile(shard_path(tmp_path, s)) as f:
-            for t in ids:  # ... on its own shard, bit-for-bit
-                assert store.layout.shard_of(t) == s
-                assert_same(f.get(t), make_mask(t))
+    contents = case.files(tmp_path, 3)
+    held = [t for ids in contents.values() for t in ids]
+    assert len(held) == len(set(held))  # each record once ...
+    assert set(acked) <= set(held)  # ... every acknowledged put present ...
+    assert set(held) <= writer.attempted_ids()
+    for s, ids in contents.items():  # ... on its own shard, bit for bit
+        assert all(store.layout.shard_of(t) == s for t in ids)
+    case.check(tmp_path, 3)
     record_property("time_to_serve_s", serve_s)
     logging.getLogger(__name__).warning(
-        "kill -9 x6: %d puts acknowledged, %d client retries; time to serve after a kill: "
+        "%s: kill -9 x6: %d puts acknowledged, %d client retries; time to serve after a kill: "
         "median %.2f s, max %.2f s",
+        kind,
         len(acked),
         writer.retries,
         float(np.median(serve_s)),
         max(serve_s),
     )
-
-
-def test_kill_9_of_reservoir_actors_during_puts_loses_no_acknowledged_update(ray_cluster, tmp_path, capsys):
-    """Each of 2 reservoir actors killed with kill -9 mid-puts: every acknowledged update survives, once, in order."""
-    from supermask.runtime.reservoir_store import ReservoirStore
-
-    # Small journals: compactions (the matrix file replaced whole) run during the puts, and may be killed.
-    spec = ReservoirSpec(rule="storkey", shards=2, compact_bytes=1500)
-    store = ReservoirStore.open(tmp_path, spec, DIMS, "base-a")
-    rng = random.Random(11)
-    retry_on = (ray.exceptions.RayActorError, MaskFileError, ShardUnavailableError)
-    with AckedWriter(lambda tid: store.put_patterns([(tid, pattern(tid), {}, {})]), "k-", retry_on) as writer:
-        acked = writer.acked
-        for shard in range(2):
-            time.sleep(rng.uniform(0.1, 0.4))
-            actor = store.actors[shard]
-            pid = ray.get(actor.pid.remote())
-            os.kill(pid, signal.SIGKILL)
-            assert ray.get(actor.pid.remote(), timeout=120) != pid  # restarted: its journal replayed
-            time.sleep(0.2)  # puts reach the restarted actor before the writer stops
-    assert len(acked) > 10, len(acked)
-    store.close()
-    capsys.readouterr()
-    assert cli.main(["store", "verify", str(tmp_path), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert len(report) == 2 and all(r["ok"] and not r["problems"] for r in report)
-    held: set[str] = set()
-    for shard in range(2):
-        path = reservoir_path(tmp_path, shard)
-        with ReservoirFile(path, dims=DIMS, rule="storkey", dtype="fp32", fingerprint="base-a") as f:
-            ids = in_order(f)
-            assert all(store.layout.shard_of(t) == shard for t in ids)  # each on its own reservoir
-            for layer in range(len(DIMS)):  # the matrices are those of its updates, once each, in order
-                np.testing.assert_array_equal(f.reservoir.matrix(layer), rebuilt(ids).matrix(layer))
-            held |= set(ids)
-    assert set(acked) <= held  # every acknowledged update survives
-    assert held <= writer.attempted_ids()

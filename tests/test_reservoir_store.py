@@ -4,7 +4,6 @@ spec on Ray (its actors' crash test shares tests/test_mask_store.py's Ray)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import TASKS
+from store_helpers import DIMS, in_order, pattern, rebuilt
 from supermask.config.schema import SpecError
 from supermask.config.spec import load_spec
 from supermask.core.hopfield.reservoir import Reservoir
@@ -25,32 +25,12 @@ from supermask.store.errors import MaskFileError
 from supermask.store.reservoir_file import ReservoirFile, ReservoirSettingsError
 from supermask.store.reservoir_layout import ReservoirLayout, open_reservoir_layout, reservoir_path
 
-DIMS = [48, 24]
 HOPFIELD = TASKS / "split_mnist_hopfield.yaml"
-
-
-def pattern(task_id: str, dims=DIMS) -> list[np.ndarray]:
-    """A pattern that is a pure function of the task id."""
-    rng = np.random.default_rng(
-        int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little")
-    )
-    return [rng.random(d) < 0.5 for d in dims]
 
 
 def open_file(path: Path, **changes) -> ReservoirFile:
     settings = {"dims": DIMS, "rule": "storkey", "dtype": "fp32", "fingerprint": "base-a", **changes}
     return ReservoirFile(path, **settings)
-
-
-def rebuilt(ids_in_order: list[str], rule: str = "storkey") -> Reservoir:
-    r = Reservoir(DIMS, rule)
-    for t in ids_in_order:
-        r.store(pattern(t))
-    return r
-
-
-def in_order(f: ReservoirFile) -> list[str]:
-    return sorted(f.index, key=lambda t: f.index[t]["position"])
 
 
 def test_put_is_durable_idempotent_and_survives_reopen_with_and_without_compaction(tmp_path):
@@ -71,7 +51,7 @@ def test_put_is_durable_idempotent_and_survives_reopen_with_and_without_compacti
         np.testing.assert_array_equal(f.reservoir.matrix(0), rebuilt(["a", "b"]).matrix(0))
         f.put("c", pattern("c"), fingerprint="base-a")
         assert f.describe(["a"])["a"]["metrics"] == {"acc": 0.9}
-        assert f.stats()["count"] == 3 and f.verify() == []
+        assert f.stats()["count"] == 3 and f.verify().ok
     finally:
         f.close(compact=False)  # "c" stays in the journal only
     with open_file(path) as f:
@@ -152,7 +132,7 @@ def test_kill_9_of_a_writer_loses_no_acknowledged_update(tmp_path):
             except EOFError:
                 break
     with open_file(path) as f:
-        assert f.verify() == []
+        assert f.verify().ok
         held = in_order(f)
         assert len(acked) > 20 and set(acked) <= set(held)  # every acknowledged update survives ...
         assert len(held) - len(acked) <= 4  # ... at most one written but unacknowledged per kill

@@ -1,12 +1,12 @@
 """Translation as a task kind of the platform: supermasks over frozen networks, records and their
-store, streams, spec validation, a resumable recipe, data-parallel steps, the driver and worker paths
-of `supermask run` without Ray Train (reruns, refusals), and one task through Ray Train."""
+store (its own tests: tests/test_translation_store.py), streams, spec validation, a resumable recipe,
+data-parallel steps, the driver and worker paths of `supermask run` without Ray Train (reruns,
+refusals), and one task through Ray Train."""
 
 import dataclasses
 import json
 import threading
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -23,8 +23,7 @@ from supermask.core.translation.trainer import base_fingerprint
 from supermask.data import stream_of
 from supermask.recipes.checkpoints import load_checkpoint
 from supermask.recipes.translation import TranslationBench, TranslationRecipe, train_translation_task
-from supermask.store.errors import CorruptMaskError, WrongKindError
-from supermask.store.translation_store import TranslationStore
+from supermask.runtime.translation_store import TranslationStore
 
 
 def tiny(**kw) -> TranslationSettings:
@@ -108,25 +107,6 @@ def test_a_record_rebuilds_the_generators_exactly_and_supermasks_cost_bits(metho
             generators_from_record(other)
     else:
         assert record.nbytes >= 4 * weights // 2
-
-
-def test_the_store_checks_every_record_and_its_kind(tmp_path):
-    trainer = TranslationTrainer(tiny(method="supermask"))
-    record = record_from_trainer(trainer, "toy-0", metrics={"x": [1.0]}, provenance={"hash": "p"})
-    store = TranslationStore(tmp_path)
-    store.put(record)
-    back = store.get("toy-0")
-    assert back.checksum == record.checksum and back.kind == "translation"
-    assert store.missing(["toy-0", "toy-1"]) == ["toy-1"] and store.verify() == {"toy-0": None}
-    with h5py.File(store.path("toy-0"), "r+") as f:  # one bit flipped on disk
-        f["arrays/g_xy/bits"][0] ^= 1
-    with pytest.raises(CorruptMaskError, match="checksum mismatch"):
-        store.get("toy-0")
-    assert "checksum mismatch" in store.verify()["toy-0"]
-    with h5py.File(store.path("toy-1"), "w") as f:
-        f.attrs["meta"] = json.dumps({"kind": "mask"})
-    with pytest.raises(WrongKindError, match="kind 'mask'"):
-        store.get("toy-1")
 
 
 def test_data_parallel_ranks_stay_identical():
@@ -305,12 +285,10 @@ def test_translation_sweeps_search_loss_weights_and_are_scored_by_hausdorff(tmp_
         load_sweep("tuning/toy_shapes_loss_weights.yaml", ["search_space.translation.lr={uniform: [-1, 1]}"])
 
 
-def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_settings(tmp_path):
+def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_settings(ray_cluster, tmp_path):
     """The driver and worker paths of `supermask run` without Ray Train: the worker's lead path trains,
-    measures, probes and stores a task; the job then skips it (starting no Ray), reports it, and refuses
-    a spec with other settings before anything trains."""
-    import ray
-
+    measures, probes and stores a task; the job then skips it (starting no Train workers), reports it, and
+    refuses a spec with other settings before anything trains."""
     from supermask.interface.translation_report import write_translation_report
     from supermask.recipes.recipe import ProvenanceError
     from supermask.runtime import translation_workers
@@ -321,7 +299,7 @@ def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_setting
     recipe = TranslationRecipe.from_spec(spec)
     out = tmp_path / "run"
     out.mkdir()
-    store = TranslationStore(out / "store")
+    store = TranslationStore.open(out / "store")
     config = {"out_dir": str(out), "events": str(out / "events.jsonl")}
     bench = TranslationBench(recipe)
     assert translation_workers._train(config, recipe, bench, store, 0, True)
@@ -329,7 +307,7 @@ def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_setting
     events = [e["event"] for e in read_events(out / "events.jsonl") if e["event"] != "translation_progress"]
     assert events == ["task_started", "translation_eval", "task_stored"]
     result = run_translation_job(recipe, out, progress=False)
-    assert result.skipped == ["toy_shapes-0000"] and result.workers == 0 and not ray.is_initialized()
+    assert result.skipped == ["toy_shapes-0000"] and result.workers == 0
     results = write_translation_report(spec, recipe, result, out)
     probes = results["probes"]
     assert sorted(probes["tasks"]) == [f"toy_shapes-0000/{n}" for n in ("d_x", "d_y", "g_xy", "g_yx")]
@@ -342,7 +320,8 @@ def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_setting
     other = TranslationRecipe.from_spec(spec_from_dict(spec_dict(steps=2, eval_every=2, lr=0.01)))
     with pytest.raises(ProvenanceError, match="translation.lr: 0.0002 -> 0.01"):
         run_translation_job(other, out, progress=False)
-    assert not store.missing(["toy_shapes-0000"])  # nothing was deleted
+    with TranslationStore.open(out / "store") as store:
+        assert not store.missing(["toy_shapes-0000"])  # nothing was deleted
 
 
 def test_supermask_run_trains_a_translation_task_on_ray_train(ray_cluster, tmp_path, capsys):
@@ -367,7 +346,8 @@ def test_supermask_run_trains_a_translation_task_on_ray_train(ray_cluster, tmp_p
     assert (
         task["task"] == "toy_shapes-0000" and task["steps"] == 2 and [e["step"] for e in task["evals"]] == [2]
     )
-    assert TranslationStore(out / "store").get("toy_shapes-0000").kind == "translation"
+    with TranslationStore.open(out / "store") as store:
+        assert store.get("toy_shapes-0000").kind == "translation"
     stored = [e for e in read_events(out / "events.jsonl") if e["event"] == "task_stored"]
     assert len(stored) == 1 and stored[0]["pid"] != os.getpid()  # learned by a Train worker
     probed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

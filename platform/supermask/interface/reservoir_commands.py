@@ -45,16 +45,7 @@ def inspect_reservoirs(command: str, root: Path) -> list:
             elif command == "info":
                 out.append({"shard": i, **f.stats()})
             else:
-                problems = f.verify()
-                out.append(
-                    {
-                        "file": str(path),
-                        "kind": "reservoir",
-                        "checked": len(f),
-                        "ok": not problems,
-                        "problems": problems,
-                    }
-                )
+                out.append({**f.verify().as_dict(), "kind": "reservoir"})
         finally:
             f.close(compact=False)
     return out

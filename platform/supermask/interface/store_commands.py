@@ -35,7 +35,9 @@ def add_store_parser(subparsers) -> None:
     reshard.add_argument("path", type=Path, help="the store folder (holding store.json)")
     reshard.add_argument("num_shards", type=int, help="the new number of shards")
     migrate = store_sub.add_parser(
-        "migrate", help="rewrite mask files of an older format as the current one, verifying every mask"
+        "migrate",
+        help="rewrite mask files of an older format as the current one, and move an older version's "
+        "translation records (one file per task) into a sharded store, verifying every record",
     )
     migrate.add_argument("path", type=Path, help=PATH_HELP)
     migrate.add_argument(
@@ -47,9 +49,13 @@ def add_store_parser(subparsers) -> None:
 
 def _store_files(path: Path, reservoirs: bool = False) -> list[Path]:
     if path.is_dir():
-        files = (
-            sorted((path / "store").glob("*.h5")) if (path / "store").is_dir() else sorted(path.glob("*.h5"))
-        )
+        from supermask.store.translation_legacy import legacy_error, legacy_translation_files
+
+        folder = path / "store" if (path / "store").is_dir() else path
+        old = legacy_translation_files(folder)
+        if old:
+            raise legacy_error(folder, old)
+        files = sorted(folder.glob("*.h5"))
         if not files and not reservoirs:
             raise FileNotFoundError(
                 f"no store files (*.h5, or reservoirs) under {path}; pass a run folder or a store file"
@@ -110,8 +116,7 @@ def _inspect(command: str, path: Path, store) -> dict | list[dict]:
         return [{"file": str(path), "task": t, **d} for t, d in store.describe().items()]
     if command == "info":
         return {"file": str(path), **store.stats()}
-    v = store.verify()
-    return {"file": str(path), "checked": v.checked, "ok": v.ok, "problems": list(map(str, v.problems))}
+    return store.verify().as_dict()
 
 
 def _print(command: str, report: list[dict]) -> None:
@@ -134,6 +139,8 @@ def _print(command: str, report: list[dict]) -> None:
                     f"weights {row['method']} {row['dtype']} sparsity {row['sparsity']:.4f}  "
                     f"{row['stored_bytes']:>9,} B of {row['dense_bytes']:,} dense"
                 )
+            elif row["mask_bytes"] is None:  # a record of another kind (translation): what it cost to keep
+                what = f"{row['kind']} {row.get('method', '')}  {row['stored_bytes']:>9,} B"
             else:
                 what = f"{row['kind']:<6} density {row['density']:.4f}  {row['mask_bytes']:>9,} B"
             print(
@@ -159,8 +166,16 @@ def _print(command: str, report: list[dict]) -> None:
 
 def _migrate(path: Path, drop_corrupt: bool) -> int:
     from supermask.store.migrate import migrate_path
+    from supermask.store.translation_legacy import TranslationMigration
 
     for result in migrate_path(path, drop_corrupt=drop_corrupt):
+        if isinstance(result, TranslationMigration):
+            print(
+                f"{result.path}: migrated {len(result.records)} translation records from one file per task "
+                "(an earlier supermask) into the sharded store (store.json, shard-*.h5): each checked against "
+                "its checksum and read back before its old file was deleted"
+            )
+            continue
         if not result.migrated:
             print(f"{result.path}: already the current format")
             continue

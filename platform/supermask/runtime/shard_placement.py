@@ -1,4 +1,4 @@
-"""Starting, placing and reviving the shard actors of a mask store.
+"""Starting, placing and reviving the shard actors of a store (of any kind).
 
 Shard i is pinned to alive node i mod N, so shards spread over a cluster. Ray restarts a
 crashed shard actor by itself; what it cannot do is move a pinned actor off a node that is
@@ -26,16 +26,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from supermask.runtime.shard_actor import (
     NAMESPACE,
     ShardActor,
+    ShardFiles,
     ShardUnavailableError,
-    shard_actor_name,
     wait_shards,
 )
-from supermask.store.partitioning import shard_path
 
 logger = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 60.0  # how long revive_lost_shards waits for each shard to answer
-START_ROUNDS = 50  # tries to start a store's actors (a closed store's names can take a moment to free)
+START_WAIT_S = 60.0  # how long to keep starting a store's actors (a closed store's names take a moment to free)
 
 
 class ShardAction(enum.Enum):
@@ -50,7 +49,7 @@ def shard_action(outcome: object) -> ShardAction:
     """The policy: a shard's ping result (its pid) or the exception the ping raised -> what to do.
 
     Ray reports a lost node either as "unschedulable" or as an actor death whose message is not
-    ray.kill's. An actor ended with ray.kill (MaskStore.close) stays ended, so a copy of a closed
+    ray.kill's. An actor ended with ray.kill (closing its store) stays ended, so a copy of a closed
     store held elsewhere cannot bring its shards back behind the owner's back.
     """
     if not isinstance(outcome, BaseException):
@@ -90,7 +89,7 @@ def spread_over_nodes(shard: int):
 
 
 def start_shard_actors(
-    root: Path, num_shards: int, options: dict, compact_bytes: int | None, only: list[int] | None = None
+    root: Path, files: ShardFiles, num_shards: int, options: dict, only: list[int] | None = None
 ) -> list:
     """Start (or join) the shard actors (all, or those in `only`) and wait until each has its file open.
 
@@ -98,24 +97,27 @@ def start_shard_actors(
     """
     actors: list = [None] * num_shards
     wanted = list(range(num_shards)) if only is None else list(only)
-    for _ in range(START_ROUNDS):
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
         todo = [i for i in wanted if actors[i] is None]
         if not todo:
             return actors
+        if time.monotonic() > deadline:
+            raise ShardUnavailableError(f"could not start the shard actors of {root}; is Ray healthy?")
         started = {
             i: ShardActor.options(
-                name=shard_actor_name(root, i),
+                name=files.actor_name(root, i),
                 namespace=NAMESPACE,
                 get_if_exists=True,
                 **{"scheduling_strategy": spread_over_nodes(i), **options},
-            ).remote(str(shard_path(root, i)), compact_bytes)
+            ).remote(files, str(files.path_of(root, i)))
             for i in todo
         }
         pings = {i: a.ping.remote() for i, a in started.items()}
         try:
             wait_shards(list(pings.values()), f"opening the shard files of {root}")
         except ShardUnavailableError:  # a closed store's actor whose name is not released yet
-            time.sleep(0.1)
+            time.sleep(0.2)
         except Exception:
             # Leave no shard behind holding its file: the next open starts fresh ones.
             for a in [*started.values(), *(a for a in actors if a is not None)]:
@@ -127,7 +129,6 @@ def start_shard_actors(
                 actors[i] = started[i]
             except RayError:
                 pass  # started afresh (or its error raised) on the next round
-    raise ShardUnavailableError(f"could not start the shard actors of {root}; is Ray healthy?")
 
 
 def ping_outcomes(actors: list, timeout_s: float = PING_TIMEOUT_S) -> list[object]:
@@ -143,7 +144,7 @@ def ping_outcomes(actors: list, timeout_s: float = PING_TIMEOUT_S) -> list[objec
     return out
 
 
-def revive_lost_shards(root: Path, actors: list, options: dict, compact_bytes: int | None) -> list[int]:
+def revive_lost_shards(root: Path, files: ShardFiles, actors: list, options: dict) -> list[int]:
     """Replace, in `actors`, the shards whose actor is gone for good (see `shard_action`); their numbers."""
     lost = [i for i, o in enumerate(ping_outcomes(actors)) if shard_action(o) is ShardAction.REVIVE]
     if not lost:
@@ -154,7 +155,7 @@ def revive_lost_shards(root: Path, actors: list, options: dict, compact_bytes: i
             ray.kill(actors[i], no_restart=True)
         except Exception:  # already dead
             pass
-    fresh = start_shard_actors(root, len(actors), options, compact_bytes, only=lost)
+    fresh = start_shard_actors(root, files, len(actors), options, only=lost)
     for i in lost:
         actors[i] = fresh[i]
     return lost

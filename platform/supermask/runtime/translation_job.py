@@ -28,7 +28,7 @@ from supermask.runtime import train_entry
 from supermask.runtime.events import log_event, read_events
 from supermask.runtime.job import JobFailed, check_checkpoints
 from supermask.runtime.placement import check_cluster, num_workers, worker_resources
-from supermask.store.translation_store import TranslationStore
+from supermask.runtime.translation_store import TranslationStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def _check_provenance(
     recipe: TranslationRecipe, out_dir: Path, store: TranslationStore, ids: list[str], relearn: bool
 ) -> None:
     stored = {
-        tid: store.meta(tid).get("provenance") or {} for tid in ids if tid not in set(store.missing(ids))
+        tid: d.get("provenance") or {}
+        for tid, d in store.describe(sorted(set(ids) - set(store.missing(ids)))).items()
     }
     for tid in stale_tasks(
         recipe, stored, f"the store at {store.root}", relearn, what="translation record(s)"
@@ -112,7 +113,18 @@ def run_translation_job(
     started = time.perf_counter()
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = TranslationStore(out_dir / "store")
+    with TranslationStore.open(out_dir / "store") as store:
+        return _train_and_read(recipe, out_dir, store, progress, relearn, started)
+
+
+def _train_and_read(
+    recipe: TranslationRecipe,
+    out_dir: Path,
+    store: TranslationStore,
+    progress: bool,
+    relearn: bool,
+    started: float,
+) -> TranslationJobResult:
     ids = recipe.task_ids()
     _check_provenance(recipe, out_dir, store, ids, relearn)
     missing = set(store.missing(ids))
@@ -181,6 +193,6 @@ def run_translation_job(
     for tid in ids:  # read back whole, each checked against its checksum
         record = store.get(tid)
         result.tasks.append({**record.meta(), "array_bytes": record.nbytes})
-        result.record_bytes[tid] = store.path(tid).stat().st_size
+        result.record_bytes[tid] = store.describe([tid])[tid]["stored_bytes"]
     result.seconds = time.perf_counter() - started
     return result

@@ -17,7 +17,7 @@ from supermask.recipes.learn import CheckpointPolicy
 from supermask.recipes.translation import TranslationBench, TranslationRecipe, train_translation_task
 from supermask.runtime.events import append_records, log_event
 from supermask.runtime.placement import train_worker_device
-from supermask.store.translation_store import TranslationStore
+from supermask.runtime.translation_store import TranslationStore
 
 PROGRESS_SECONDS = 2.0  # between progress events of a task
 
@@ -36,7 +36,7 @@ def _setup(config: dict) -> tuple[TranslationRecipe, TranslationBench, Translati
         device=bench.device,
         setup_seconds=time.perf_counter() - started,
     )
-    return recipe, bench, TranslationStore(Path(config["out_dir"]) / "store"), rank, world
+    return recipe, bench, TranslationStore.open(Path(config["out_dir"]) / "store"), rank, world
 
 
 def _progress_hook(events: Path, task_id: str):
@@ -104,12 +104,12 @@ def _train(
     )
     if lead:
         began = time.perf_counter()
-        size = store.put(outcome.record)
+        store.put(outcome.record)
         log_event(
             events,
             "task_stored",
             task=task_id,
-            record_bytes=size,
+            record_bytes=outcome.record.nbytes,
             array_bytes=outcome.record.nbytes,
             train_seconds=outcome.train_seconds,
             evaluate_seconds=outcome.evaluate_seconds,

@@ -32,6 +32,10 @@ class WrongKindError(MaskFileError, ValueError):
     """A stored record of another kind (e.g. trained weights) asked for as a mask."""
 
 
+class NotSupportedError(MaskFileError, ValueError):
+    """A call a store kind cannot answer (e.g. taking a pattern back out of a Hopfield reservoir)."""
+
+
 class StoreLockedError(MaskFileError):
     """Another handle already owns the shard file for writing."""
 

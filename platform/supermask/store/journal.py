@@ -62,18 +62,10 @@ def frame(kind: int, payload: bytes) -> bytes:
     return HEADER.pack(RECORD_MAGIC, kind, len(payload), _digest(kind, payload)) + payload
 
 
-def encode_put(mask: TaskMask, meta: dict | None = None) -> bytes:
-    """Serialise a (validated) TaskMask into a put payload; `meta` is its mask_meta, if made already."""
-    bn = {name: np.asarray(arr, order="C") for name, arr in mask.bn_stats.items()}  # keeps 0-d arrays 0-d
-    meta = {
-        **(meta or mask_meta(mask)),
-        "packed_nbytes": int(mask.packed.nbytes),
-        "bn": [[name, arr.dtype.str, list(arr.shape)] for name, arr in bn.items()],
-    }
-    head = json.dumps(meta, separators=(",", ":")).encode()
-    parts = [_LEN.pack(len(head)), head, np.ascontiguousarray(mask.packed).tobytes()]
-    parts += [arr.tobytes() for arr in bn.values()]
-    return b"".join(parts)
+def encode_payload(head: dict, arrays: list[np.ndarray]) -> bytes:
+    """A put payload: a little-endian u32 length, the JSON header, then each array's raw C-order bytes."""
+    raw = json.dumps(head, separators=(",", ":")).encode()
+    return b"".join([_LEN.pack(len(raw)), raw, *(np.ascontiguousarray(a).tobytes() for a in arrays)])
 
 
 def decode_put_meta(payload: bytes | memoryview) -> dict:
@@ -82,21 +74,36 @@ def decode_put_meta(payload: bytes | memoryview) -> dict:
     return json.loads(bytes(payload[_LEN.size : _LEN.size + n]))
 
 
-def decode_arrays(payload: bytes | memoryview, meta: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The packed bits and BN statistics that follow a put payload's header."""
+def decode_payload_arrays(payload: bytes | memoryview, specs: list) -> list[np.ndarray]:
+    """The arrays that follow a put payload's header, one per (dtype, shape) of `specs`, in order."""
     pos = _LEN.size + _LEN.unpack_from(payload, 0)[0]
-    nbytes = meta["packed_nbytes"]
-    packed = np.frombuffer(payload, np.uint8, nbytes, pos).copy()
-    pos += nbytes
-    bn = {}
-    for name, dtype, shape in meta["bn"]:
+    out = []
+    for dtype, shape in specs:
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
-        bn[name] = np.frombuffer(payload, dt, count, pos).reshape(tuple(shape)).copy()
+        out.append(np.frombuffer(payload, dt, count, pos).reshape(tuple(shape)).copy())
         pos += count * dt.itemsize
     if pos != len(payload):
         raise ValueError(f"put payload has {len(payload) - pos} trailing bytes")
-    return packed, bn
+    return out
+
+
+def encode_put(mask: TaskMask, meta: dict | None = None) -> bytes:
+    """Serialise a (validated) TaskMask into a put payload; `meta` is its mask_meta, if made already."""
+    bn = {name: np.asarray(arr, order="C") for name, arr in mask.bn_stats.items()}  # keeps 0-d arrays 0-d
+    meta = {
+        **(meta or mask_meta(mask)),
+        "packed_nbytes": int(mask.packed.nbytes),
+        "bn": [[name, arr.dtype.str, list(arr.shape)] for name, arr in bn.items()],
+    }
+    return encode_payload(meta, [mask.packed, *bn.values()])
+
+
+def decode_arrays(payload: bytes | memoryview, meta: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The packed bits and BN statistics that follow a put payload's header."""
+    specs = [("|u1", [meta["packed_nbytes"]]), *((dtype, shape) for _, dtype, shape in meta["bn"])]
+    packed, *stats = decode_payload_arrays(payload, specs)
+    return packed, {name: arr for (name, _, _), arr in zip(meta["bn"], stats, strict=True)}
 
 
 def decode_put(payload: bytes | memoryview) -> tuple[TaskMask, dict]:

@@ -1,4 +1,5 @@
-"""MaskFile: one shard's durable store of TaskMasks, safe against `kill -9` at any moment.
+"""MaskFile: one shard's durable store of records (masks; trained weights and translation tasks too, see
+`store.array_records`), safe against `kill -9` at any moment.
 
 Files, for a store at PATH (e.g. shard-000.h5):
 
@@ -34,15 +35,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from supermask.core.files import stale_temporaries
 from supermask.core.records.packing import TaskMask
 from supermask.core.records.weights import TaskWeights
 from supermask.store import transfer
+from supermask.store.array_records import Record, encode_array_put, kind_of, stored_form
 from supermask.store.bank import FileBank
 from supermask.store.errors import (
     CorruptMaskError,
@@ -52,53 +52,55 @@ from supermask.store.errors import (
     MaskNotFoundError,
 )
 from supermask.store.index import Entry, MaskIndex
-from supermask.store.journal import KIND_DELETE, KIND_PUT, Journal, encode_put
+from supermask.store.journal import FILE_MAGIC, KIND_DELETE, KIND_PUT, encode_put
 from supermask.store.reader import MaskReader
 from supermask.store.records import (
     KIND_MASK,
+    KIND_TRANSLATION,
     KIND_WEIGHTS,
     RecordInfo,
     describe_unreadable,
     mask_meta,
     provenance_key,
 )
+from supermask.store.shard_file import ShardFile, VerifyReport
 from supermask.store.snapshot import group_name, open_snapshot, read_entries, write_snapshot
 from supermask.store.validation import validate_mask, validate_record
-from supermask.store.weights_records import encode_weights_put, weights_record
 
 __all__ = ["MaskFile", "VerifyReport", "validate_mask"]
+
+# What a record of each kind is, how it relates to its base, and what the base check protects.
+_ON_BASE = {
+    KIND_MASK: ("mask", "was learned on"),
+    KIND_WEIGHTS: ("weights", "were trained from"),
+    KIND_TRANSLATION: ("translation record", "was learned on"),
+}
+_USE = {
+    KIND_MASK: "a mask is only meaningful on its own base, so the base spec (arch, seed, init, shapes) must "
+    "match the one used to learn it",
+    KIND_WEIGHTS: "evaluate them with the base spec they were trained from",
+    KIND_TRANSLATION: "its masks only mean something over the frozen generators they were learned on",
+}
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class VerifyReport:
-    """What verify() found: how many records it re-read and every problem, each naming its task."""
-
-    path: Path
-    checked: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-class MaskFile:
+class MaskFile(ShardFile):
     """One shard's durable mask store: an HDF5 snapshot plus an fsync'ed journal, owned by one writer."""
+
+    kind = "masks"
 
     def __init__(self, path: str | os.PathLike[str], *, compact_bytes: int = 64 * 2**20) -> None:
         if compact_bytes <= 0:
             raise ValueError(f"compact_bytes must be positive, got {compact_bytes}")
-        self.path = Path(path)
+        path = Path(path)
         self.compact_bytes = compact_bytes
         self._next_compact = compact_bytes  # journal record bytes beyond which to compact
         self._index = MaskIndex()
         self._reader: MaskReader | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            open_snapshot(self.path).close()  # refuse a foreign or old file before touching anything
-        self._journal: Journal | None = Journal(self.path.with_name(self.path.name + ".wal"), owner=self.path)
+        if path.exists():
+            open_snapshot(path).close()  # refuse a foreign or old file before touching anything
+        super().__init__(path, FILE_MAGIC)
         self._reader = MaskReader(self.path, self._journal)
         self._bank = FileBank(self._index, self._reader, self.path, self._mask_entry)
         try:
@@ -108,9 +110,7 @@ class MaskFile:
             raise
 
     def _load_index(self) -> None:
-        for tmp in stale_temporaries(self.path):  # we hold the lock: no one else is writing them
-            logger.warning("removing %s, left by a compaction that was cut short", tmp)
-            tmp.unlink()
+        self._remove_stale_temporaries()
         if not self.path.exists():
             if self._journal.record_bytes:
                 logger.warning(
@@ -121,11 +121,6 @@ class MaskFile:
         self._index.load(read_entries(self._reader.snap), self._journal.replay())
         self._maybe_compact()
 
-    def _check_open(self) -> Journal:
-        if self._journal is None:
-            raise MaskFileError(f"MaskFile {self.path} is closed; open it again with MaskFile(path)")
-        return self._journal
-
     def _entry(self, task_id: str) -> Entry:
         self._check_open()
         entry = self._index.get(task_id)
@@ -135,75 +130,69 @@ class MaskFile:
             )
         return entry
 
-    def _mask_entry(self, task_id: str, fingerprint: str | None, use: str) -> Entry:
-        """The entry of a mask (never another kind), checked against the base it will be used on."""
+    def _kind_entry(self, task_id: str, kind: str, fingerprint: str | None, use: str) -> Entry:
+        """The entry of a record of kind `kind` (never another), checked against the base it will be used on."""
         entry = self._entry(task_id)
-        self._reader.check_kind(task_id, entry)
+        self._reader.check_kind(task_id, entry, kind)
         if fingerprint is not None and entry.info is not None and fingerprint != entry.info.fingerprint:
+            what, verb = _ON_BASE[kind]
             raise FingerprintMismatchError(
-                f"mask {task_id!r} in {self.path} was learned on base {entry.info.fingerprint}, not "
-                f"{fingerprint}: {use}"
+                f"{what} {task_id!r} in {self.path} {verb} base {entry.info.fingerprint}, not {fingerprint}: {use}"
             )
         return entry
 
-    # -- reading and writing masks -------------------------------------------
+    def _mask_entry(self, task_id: str, fingerprint: str | None, use: str) -> Entry:
+        return self._kind_entry(task_id, KIND_MASK, fingerprint, use)
 
-    def get(self, task_id: str, *, fingerprint: str | None = None) -> TaskMask:
-        """The verified mask of one task, optionally checked against the base it will be used on."""
-        use = (
-            "a mask is only meaningful on its own base, so the base spec (arch, seed, init, shapes) "
-            "must match the one used to learn it"
-        )
-        return self._reader.load(task_id, self._mask_entry(task_id, fingerprint, use))
-
-    def get_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list[TaskMask]:
-        """The verified masks of these tasks, in order."""
+    def get_kind_many(self, ids: Iterable[str], kind: str, fingerprint: str | None = None) -> list[Record]:
+        """The verified records of kind `kind` of these tasks, in order (WrongKindError for another kind)."""
         self._check_open()
         ids = list(ids)
         missing = [t for t in ids if t not in self._index]
         if missing:
             raise MaskNotFoundError(
-                f"{len(missing)} of {len(ids)} task ids have no mask in {self.path} (it holds "
-                f"{len(self._index)} masks): {missing[:10]}{' ...' if len(missing) > 10 else ''}"
+                f"{len(missing)} of {len(ids)} task ids have no record in {self.path} (it holds "
+                f"{len(self._index)} records): {missing[:10]}{' ...' if len(missing) > 10 else ''}"
             )
-        return [self.get(t, fingerprint=fingerprint) for t in ids]
+        use = _USE[kind]
+        return [self._reader.load(t, self._kind_entry(t, kind, fingerprint, use), kind) for t in ids]
+
+    # -- reading and writing masks -------------------------------------------
+
+    def get(self, task_id: str, *, fingerprint: str | None = None) -> TaskMask:
+        """The verified mask of one task, optionally checked against the base it will be used on."""
+        return self._reader.load(task_id, self._mask_entry(task_id, fingerprint, _USE[KIND_MASK]))
+
+    def get_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list[TaskMask]:
+        """The verified masks of these tasks, in order."""
+        return self.get_kind_many(ids, KIND_MASK, fingerprint)
 
     def get_weights(self, task_id: str, *, fingerprint: str | None = None) -> TaskWeights:
         """The verified trained-weights record of one task (WrongKindError if it holds a mask)."""
-        entry = self._entry(task_id)
-        self._reader.check_kind(task_id, entry, KIND_WEIGHTS)
-        if fingerprint is not None and entry.info is not None and fingerprint != entry.info.fingerprint:
-            raise FingerprintMismatchError(
-                f"weights {task_id!r} in {self.path} were trained from base {entry.info.fingerprint}, not "
-                f"{fingerprint}: evaluate them with the base spec they were trained from"
-            )
+        entry = self._kind_entry(task_id, KIND_WEIGHTS, fingerprint, _USE[KIND_WEIGHTS])
         return self._reader.load(task_id, entry, KIND_WEIGHTS)
 
     def get_weights_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list[TaskWeights]:
         """The verified trained-weights records of these tasks, in order."""
-        ids = list(ids)
-        for tid in ids:
-            self._entry(tid)  # MaskNotFoundError naming the first missing one
-        return [self.get_weights(t, fingerprint=fingerprint) for t in ids]
+        return self.get_kind_many(ids, KIND_WEIGHTS, fingerprint)
 
-    def get_record(self, task_id: str) -> TaskMask | TaskWeights:
+    def get_record(self, task_id: str) -> Record:
         """The verified record of one task, whatever its kind (for moving records between files)."""
         return self._reader.load(task_id, self._entry(task_id), kind=None)
 
-    def put(self, mask: TaskMask | TaskWeights, *, overwrite: bool = False) -> bool:
-        """Durably store a mask (or a trained-weights record); False if this exact record is already stored."""
+    def put(self, mask: Record, *, overwrite: bool = False) -> bool:
+        """Durably store a record (mask, trained weights, translation); False if this exact record is stored."""
         self._check_open()
         validate_record(mask)
         written = self.put_validated(mask, overwrite=overwrite, sync=True)
         self._maybe_compact()
         return written
 
-    def put_validated(self, mask: TaskMask | TaskWeights, *, overwrite: bool, sync: bool) -> bool:
+    def put_validated(self, mask: Record, *, overwrite: bool, sync: bool) -> bool:
         """put() of a record already validated; with sync=False the caller fsyncs (see `sync`)."""
         journal = self._check_open()
         tid, fp, csum = mask.task_id, mask.base_fingerprint, mask.checksum
-        kind = KIND_WEIGHTS if isinstance(mask, TaskWeights) else KIND_MASK
-        shapes = tuple(tuple(int(d) for d in s) for s in mask.layer_shapes)
+        kind = kind_of(mask)
         old = self._index.get(tid)
         if old is not None and old.problem is None and old.info.kind == kind and old.info.checksum == csum:
             return False
@@ -214,14 +203,14 @@ class MaskFile:
                 f"{fp}); pass overwrite=True to replace it"
             )
         if kind == KIND_MASK:
-            self._index.check_shapes(tid, fp, shapes)
+            self._index.check_shapes(tid, fp, tuple(tuple(int(d) for d in s) for s in mask.layer_shapes))
         old_packed = self._packed_for_sums(tid, old)
         if kind == KIND_MASK:
             meta = mask_meta(mask, checksum=csum)
             payload, nbytes = encode_put(mask, meta), mask.packed.size
         else:
-            arrays, meta = weights_record(mask)
-            payload, nbytes = encode_weights_put(arrays, meta), None
+            arrays, meta = stored_form(mask)
+            payload, nbytes = encode_array_put(arrays, meta), None
         rec = journal.append(KIND_PUT, payload, sync=sync)
         if old_packed is not None:
             self._index.add_bits(old.info.fingerprint, old_packed, -1)
@@ -279,8 +268,9 @@ class MaskFile:
 
         Keys: kind, base_fingerprint, provenance, density, layer_density, mask_bytes, stored_bytes,
         created, checksum; a trained-weights record adds method, dtype, sparsity, dense_bytes and
-        layer_formats (its mask_bytes is None). Every value was checked against the digest written with it when the file was
-        opened; a record whose metadata is damaged has None values and a "problem" saying what.
+        layer_formats, a translation record its method (for both, mask_bytes is None; a translation
+        record's density too). Every value was checked against the digest written with it when the file
+        was opened; a record whose metadata is damaged has None values and a "problem" saying what.
         """
         self._check_open()
         chosen = self.list() if ids is None else list(ids)
@@ -378,29 +368,11 @@ class MaskFile:
         own = {self.path.resolve(), self._check_open().path.resolve()}
         return path.resolve() in own or path.name.startswith(f".{self.path.name}.")
 
-    def close(self, *, compact: bool = True) -> None:
-        """Compact (unless compact=False) and release the files; closing twice is harmless."""
-        if self._journal is None:
-            return
-        try:
-            if compact:
-                self.compact()
-        finally:
-            self._release()
-
     def _release(self) -> None:
         if self._reader is not None and self._reader.snap is not None:
             self._reader.snap.close()
             self._reader.snap = None
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-
-    def __enter__(self) -> MaskFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super()._release()
 
     def __repr__(self) -> str:
         state = "closed" if self._journal is None else f"{len(self._index)} masks"

@@ -1,4 +1,6 @@
-"""`supermask store migrate`: rewrite mask files of format 1 as format 2, verifying every mask, losing none.
+"""`supermask store migrate`: rewrite mask files of format 1 as format 2, verifying every mask, losing none
+(and move an earlier version's translation records, one file per task, into a sharded store:
+`store.translation_legacy`).
 
 Format 1 (snapshot format_version 1, journal magic `supermask-wal-v1`) kept one checksum per
 mask, over its packed bits only, and no provenance or kind. Migrating a file reads every live
@@ -49,6 +51,11 @@ from supermask.store.snapshot import (
     read_mask,
     start_snapshot,
     write_mask,
+)
+from supermask.store.translation_legacy import (
+    TranslationMigration,
+    legacy_translation_files,
+    migrate_translation_folder,
 )
 from supermask.store.validation import num_weights
 
@@ -300,6 +307,10 @@ def _check_written(tmp: Path, expected: int) -> None:
         )
 
 
+def _store_folder(path: Path) -> Path:
+    return path / "store" if (path / "store").is_dir() else path
+
+
 def migration_targets(path: str | os.PathLike[str]) -> list[Path]:
     """The mask files under a run folder (its store/), a store folder, or a single shard file."""
     path = Path(path)
@@ -307,8 +318,9 @@ def migration_targets(path: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"{path} does not exist; pass a run folder, a store folder or a shard file")
     if path.is_file():
         return [path]
-    folder = path / "store" if (path / "store").is_dir() else path
+    folder = _store_folder(path)
     names = {p.name for p in folder.glob("*.h5")} | {p.name[: -len(".wal")] for p in folder.glob("*.h5.wal")}
+    names -= {p.name for p in legacy_translation_files(folder)}
     if not names:
         raise FileNotFoundError(
             f"no mask files (*.h5) under {path}; pass a run folder, a store folder or a shard file"
@@ -316,7 +328,13 @@ def migration_targets(path: str | os.PathLike[str]) -> list[Path]:
     return [folder / n for n in sorted(names)]
 
 
-def migrate_path(path: str | os.PathLike[str], *, drop_corrupt: bool = False) -> Iterator[MigrationResult]:
-    """migrate_file for every mask file under `path` (see `migration_targets`), one at a time."""
+def migrate_path(
+    path: str | os.PathLike[str], *, drop_corrupt: bool = False
+) -> Iterator[MigrationResult | TranslationMigration]:
+    """Move an earlier version's translation records under `path` into a sharded store (if it has any),
+    then migrate_file every mask file under it (see `migration_targets`), one at a time."""
+    path = Path(path)
+    if path.is_dir() and legacy_translation_files(_store_folder(path)):
+        yield migrate_translation_folder(_store_folder(path))
     for target in migration_targets(path):
         yield migrate_file(target, drop_corrupt=drop_corrupt)

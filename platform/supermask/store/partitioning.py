@@ -218,7 +218,7 @@ def open_layout(root: Path, num_shards: int | None = None) -> StoreLayout:
             )
         state = StoreState(StoreLayout.initial(num_shards or 1))
         write_state(root, state)
-        logger.info("created a mask store at %s with %d shard(s)", root, state.layout.num_shards)
+        logger.info("created a store at %s with %d shard(s)", root, state.layout.num_shards)
     if state.pending_phase is not None:
         target = state.pending_layout if state.pending_phase == "copy" else state.layout
         raise StoreLayoutError(

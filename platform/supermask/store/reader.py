@@ -12,17 +12,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from supermask.core.records.packing import TaskMask, bits_checksum
-from supermask.core.records.weights import TaskWeights
+from supermask.core.records.packing import bits_checksum
+from supermask.store.array_records import (
+    ARRAY_KINDS,
+    KNOWN_KINDS,
+    Record,
+    array_record_problem,
+    decode_array_payload,
+    read_array_group,
+)
 from supermask.store.errors import CorruptJournalError, CorruptMaskError, WrongKindError
 from supermask.store.index import Entry
 from supermask.store.journal import Journal, decode_put, decode_put_meta
-from supermask.store.records import KIND_MASK, KIND_WEIGHTS, record_problem
+from supermask.store.records import KIND_MASK, record_problem
 from supermask.store.snapshot import read_mask, read_packed
 from supermask.store.validation import num_weights
-from supermask.store.weights_records import decode_weights_arrays, read_weights_group, weights_problem
-
-KNOWN_KINDS = (KIND_MASK, KIND_WEIGHTS)
 
 
 class MaskReader:
@@ -39,7 +43,7 @@ class MaskReader:
             return f"{self.path} (group /masks/{entry.group})"
         return f"{self.journal.path} (record at byte {entry.offset})"
 
-    def read(self, tid: str, entry: Entry) -> tuple[TaskMask | TaskWeights | None, str | None]:
+    def read(self, tid: str, entry: Entry) -> tuple[Record | None, str | None]:
         """(record, None) if it reads back whole and verified, else (None, what is wrong)."""
         if entry.problem is not None:
             return None, entry.problem
@@ -48,8 +52,8 @@ class MaskReader:
                 f"a record of kind {entry.info.kind!r}, which this version of supermask cannot read "
                 "or check: upgrade supermask to verify it"
             )
-        if entry.info.kind == KIND_WEIGHTS:
-            return self._read_weights(tid, entry)
+        if entry.info.kind in ARRAY_KINDS:
+            return self._read_arrays(tid, entry)
         try:
             if entry.group is not None:
                 mask, stored = read_mask(self.snap, entry.group)
@@ -74,20 +78,20 @@ class MaskReader:
             )
         return mask, None
 
-    def _read_weights(self, tid: str, entry: Entry) -> tuple[TaskWeights | None, str | None]:
+    def _read_arrays(self, tid: str, entry: Entry) -> tuple[Record | None, str | None]:
         try:
             if entry.group is not None:
                 g = self.snap["masks"][entry.group]
-                meta, arrays = json.loads(g.attrs["meta"]), read_weights_group(g)
+                meta, arrays = json.loads(g.attrs["meta"]), read_array_group(g)
             else:
                 payload = self.journal.read(entry.offset, entry.length)
                 meta = decode_put_meta(payload)
-                arrays = decode_weights_arrays(payload, meta)
+                arrays = decode_array_payload(payload, meta)
         except CorruptJournalError as e:
             return None, str(e)
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
             return None, f"cannot be read ({type(e).__name__}: {e})"
-        record, problem = weights_problem(arrays, meta)
+        record, problem = array_record_problem(arrays, meta)
         if problem is not None:
             return None, problem
         if record.task_id != tid:
@@ -108,14 +112,14 @@ class MaskReader:
         """Refuse a readable record of another kind where one of kind `expected` is asked for (a trained
         weights record is never returned as a mask, nor a mask as trained weights)."""
         if entry.problem is None and entry.info.kind != expected:
-            api = {KIND_MASK: "get / get_many", KIND_WEIGHTS: "get_weights / get_weights_many"}
+            api = {KIND_MASK: "get / get_many", **{k: v.api for k, v in ARRAY_KINDS.items()}}
             raise WrongKindError(
                 f"task {tid!r} in {self.where(entry)} holds a record of kind {entry.info.kind!r}, not "
                 f"{expected!r}, and is never returned as one; read it with "
                 f"{api.get(entry.info.kind, 'the API for its kind')} (`supermask store ls` shows each record's kind)"
             )
 
-    def load(self, tid: str, entry: Entry, kind: str | None = KIND_MASK) -> TaskMask | TaskWeights:
+    def load(self, tid: str, entry: Entry, kind: str | None = KIND_MASK) -> Record:
         """The verified record of kind `kind` (None: any kind), or WrongKindError / CorruptMaskError."""
         if kind is not None:
             self.check_kind(tid, entry, kind)

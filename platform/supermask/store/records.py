@@ -10,10 +10,12 @@ Every record carries three digests:
   every field that is not an array (shapes, densities, base, metrics, provenance, ...) be checked
   when a file is opened, without reading any arrays.
 
-Each record also has a `kind`: `"mask"` (a `TaskMask`) or `"weights"` (a `TaskWeights`: trained
-weights, see store/weights_records.py). A record is only ever returned as its own kind. A weights
-record's "bits" checksum is over its value arrays, and its digested fields include its method,
-dtype, storage formats and sizes.
+Each record also has a `kind`: `"mask"` (a `TaskMask`), `"weights"` (a `TaskWeights`: trained
+weights) or `"translation"` (a `TranslationRecord`: a translation task's generators); the last two
+are kept as named arrays beside their metadata (see store/array_records.py). A record is only ever
+returned as its own kind. An array record's "bits" checksum is over its arrays, and its digested
+fields include its kind's own (a weights record's method, dtype, storage formats and sizes; a
+translation record's method, settings, mask spec and layers).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from supermask.core.records.packing import TaskMask
 FORMAT_VERSION = 2  # of mask files, snapshot and journal together (1: a checksum of the bits only)
 KIND_MASK = "mask"
 KIND_WEIGHTS = "weights"
+KIND_TRANSLATION = "translation"
 
 
 def _plain(value: object) -> object:
@@ -58,20 +61,32 @@ _NORMALISE = {
     "metrics": _same,
     "created": float,
     "provenance": _same,
-    # weights records only
+    # records kept as named arrays (trained weights, translation)
     "method": str,
+    "stored_bytes": int,
+    # weights records only
     "dtype": str,
     "layer_formats": lambda v: [str(f) for f in v],
-    "stored_bytes": int,
     "dense_bytes": int,
+    # translation records only
+    "settings": _same,
+    "mask": _same,
+    "layers": _same,
 }
-MASK_FIELDS = tuple(_NORMALISE)[:9]
-WEIGHTS_FIELDS = tuple(_NORMALISE)
+_INDEXED = ("layer_shapes", "layer_density", "base_fingerprint", "metrics", "created", "provenance")
+MASK_FIELDS = ("task_id", "kind", "layer_names", *_INDEXED)
+WEIGHTS_FIELDS = (*MASK_FIELDS, "method", "dtype", "layer_formats", "stored_bytes", "dense_bytes")
+TRANSLATION_FIELDS = ("task_id", "kind", *_INDEXED, "method", "stored_bytes", "settings", "mask", "layers")
+_FIELDS = {KIND_WEIGHTS: WEIGHTS_FIELDS, KIND_TRANSLATION: TRANSLATION_FIELDS}
+INDEX_EXTRA = {  # what the index keeps of each kind's own metadata (describe() shows it)
+    KIND_WEIGHTS: ("method", "dtype", "sparsity", "stored_bytes", "dense_bytes", "layer_formats"),
+    KIND_TRANSLATION: ("method", "stored_bytes"),
+}
 
 
 def record_fields(meta: dict) -> tuple[str, ...]:
     """The metadata fields a record of this kind carries (and digests)."""
-    return WEIGHTS_FIELDS if meta.get("kind") == KIND_WEIGHTS else MASK_FIELDS
+    return _FIELDS.get(meta.get("kind"), MASK_FIELDS)
 
 
 def _digest(name: str, data: bytes) -> str:
@@ -186,10 +201,9 @@ class RecordInfo:
     def from_meta(cls, meta: dict, nbytes: int | None = None) -> RecordInfo:
         """From a record's stored metadata (a snapshot's `meta` attribute or a journal header); `nbytes`
         is a mask's packed size (a weights record says its own stored size)."""
-        extra = {}
-        if meta["kind"] == KIND_WEIGHTS:
-            extra = {k: meta[k] for k in ("method", "dtype", "sparsity", "stored_bytes", "dense_bytes")}
-            extra["layer_formats"] = list(meta["layer_formats"])
+        keys = INDEX_EXTRA.get(meta["kind"], ())
+        extra = {k: meta[k] for k in keys}
+        if keys:
             nbytes = meta["stored_bytes"]
         return cls(
             kind=str(meta["kind"]),
@@ -205,8 +219,10 @@ class RecordInfo:
         )
 
     @property
-    def density(self) -> float:
-        """Fraction of all masked weights kept (as TaskMask.density)."""
+    def density(self) -> float | None:
+        """Fraction of all masked weights kept (as TaskMask.density); None for a record without layers."""
+        if not self.layer_shapes:
+            return None
         sizes = [math.prod(s) for s in self.layer_shapes]
         kept = sum(d * n for d, n in zip(self.layer_density, sizes, strict=True))
         return float(kept / max(sum(sizes), 1))

@@ -39,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from supermask.core.files import atomic_write, stale_temporaries
+from supermask.core.files import atomic_write
 from supermask.core.hopfield.reservoir import Reservoir, estimated_capacity
-from supermask.store.errors import MaskFileError, MaskNotFoundError
-from supermask.store.journal import KIND_PUT, Journal
+from supermask.store.errors import MaskFileError, MaskNotFoundError, NotSupportedError
+from supermask.store.journal import KIND_PUT
+from supermask.store.shard_file import ShardFile, VerifyReport
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,10 @@ def decode_record(payload: bytes | memoryview, dims: list[int]) -> tuple[dict, l
     return head, patterns
 
 
-class ReservoirFile:
+class ReservoirFile(ShardFile):
     """One reservoir shard: a Hopfield matrix per hidden layer, an fsynced journal of updates, one writer."""
+
+    kind = "reservoir"
 
     def __init__(
         self,
@@ -95,7 +98,6 @@ class ReservoirFile:
         fingerprint: str,
         compact_bytes: int = 2**20,
     ) -> None:
-        self.path = Path(path)
         self.settings = {
             "dims": [int(d) for d in dims],
             "rule": rule,
@@ -103,19 +105,13 @@ class ReservoirFile:
             "fingerprint": fingerprint,
         }
         self.compact_bytes = int(compact_bytes)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._journal: Journal | None = Journal(
-            self.path.with_name(self.path.name + ".wal"), owner=self.path, magic=RESERVOIR_MAGIC
-        )
+        super().__init__(path, RESERVOIR_MAGIC)
         try:
-            for tmp in stale_temporaries(self.path):  # we hold the lock: no one else writes them
-                logger.warning("removing %s, left by a compaction that was cut short", tmp)
-                tmp.unlink()
+            self._remove_stale_temporaries()
             self.reservoir, self.index, self.provenance = self._read_snapshot()
             self.replayed = self._replay()
         except BaseException:
-            self._journal.close()
-            self._journal = None
+            self._release()
             raise
 
     # -- opening -------------------------------------------------------------
@@ -172,11 +168,6 @@ class ReservoirFile:
             "position": self.reservoir.count,
         }
 
-    def _check_open(self) -> Journal:
-        if self._journal is None:
-            raise MaskFileError(f"reservoir {self.path} is closed; open it again")
-        return self._journal
-
     # -- writing -------------------------------------------------------------
 
     def put(
@@ -211,9 +202,37 @@ class ReservoirFile:
             self.compact()
         return True
 
+    def put_many(self, records: Sequence[tuple], overwrite: bool = False) -> list[bool]:
+        """Store (task id, per-layer pattern, provenance, metrics) records, each durable before the next;
+        False for a task stored already."""
+        if overwrite:
+            raise NotSupportedError(
+                f"a pattern cannot be taken out of the Hopfield reservoir {self.path}, so it cannot be "
+                "overwritten; start the reservoirs anew (--relearn) to store other patterns"
+            )
+        fp = self.settings["fingerprint"]
+        return [self.put(t, p, fingerprint=fp, provenance=prov, metrics=m) for t, p, prov, m in records]
+
+    def get_many(self, ids: Iterable[str], *, fingerprint: str | None = None) -> list:
+        """Refused: a reservoir keeps no pattern to give back (recovery finds attractors; describe() tells
+        what it keeps of each task)."""
+        raise NotSupportedError(
+            f"the Hopfield reservoir {self.path} keeps no pattern to give back, only its matrices: recover "
+            "attractors with ReservoirStore.recover_many, or read what it keeps of each task with describe()"
+        )
+
+    def delete(self, task_id: str) -> bool:
+        """Refused: a pattern cannot be taken out of a Hopfield matrix."""
+        raise NotSupportedError(
+            f"a pattern cannot be taken out of the Hopfield reservoir {self.path}, so task {task_id!r} "
+            "cannot be deleted; start the reservoirs anew (--relearn) to drop patterns"
+        )
+
     def compact(self) -> None:
         """Fold the journal into a new snapshot (written whole), then empty the journal."""
         journal = self._check_open()
+        if journal.record_bytes == 0:
+            return
         state = self.reservoir.state_dict()
         meta = {
             "version": SNAPSHOT_VERSION,
@@ -275,8 +294,11 @@ class ReservoirFile:
             ),
         }
 
-    def verify(self) -> list[str]:
+    def verify(self) -> VerifyReport:
         """Re-read the snapshot and every journal record and rebuild the matrices; the problems found."""
+        return VerifyReport(self.path, len(self.index), self._problems())
+
+    def _problems(self) -> list[str]:
         problems = []
         try:
             meta, arrays = read_snapshot(self.path) if self.path.exists() else (None, None)
@@ -306,23 +328,6 @@ class ReservoirFile:
                     f"{self.path}: layer {i}'s matrix rebuilt from the files differs from the one in use"
                 )
         return problems
-
-    def close(self, compact: bool = True) -> None:
-        """Compact (unless told not to) and release the journal; closing twice is harmless."""
-        if self._journal is None:
-            return
-        try:
-            if compact and self._journal.record_bytes:
-                self.compact()
-        finally:
-            self._journal.close()
-            self._journal = None
-
-    def __enter__(self) -> ReservoirFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def write_snapshot(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:

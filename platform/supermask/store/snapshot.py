@@ -3,7 +3,7 @@
 Layout, format version 2 (readable by anyone with h5py and json):
 
     /                     attrs: format="supermask-maskfile", format_version=2
-    /masks/<task id>/     (a trained-weights record, kind "weights": see store/weights_records.py)
+    /masks/<task id>/     (trained weights or a translation task: see store/array_records.py)
                           attrs: meta, a JSON object with every field of the record:
                                  task_id, kind ("mask"), layer_names, layer_shapes,
                                  layer_density, density, base_fingerprint, metrics,
@@ -33,10 +33,9 @@ import numpy as np
 
 from supermask.core.files import atomic_write
 from supermask.core.records.packing import TaskMask
-from supermask.core.records.weights import TaskWeights
+from supermask.store.array_records import Record, write_array_group
 from supermask.store.errors import NotAMaskFileError, OldFormatError
 from supermask.store.records import FORMAT_VERSION, RecordInfo, changed_fields, mask_from_meta, mask_meta
-from supermask.store.weights_records import write_weights_group
 
 FORMAT = "supermask-maskfile"
 _EXPECTED = f"an HDF5 supermask mask file (root attribute format={FORMAT!r})"
@@ -56,6 +55,17 @@ class SnapshotEntry:
     problem: str | None = None
 
 
+def legacy_translation_meta(f: h5py.File) -> dict | None:
+    """The metadata of an earlier supermask's translation record file (one per task), else None."""
+    if "format" in f.attrs or "meta" not in f.attrs:
+        return None
+    try:
+        meta = json.loads(f.attrs["meta"])
+    except (TypeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("kind") == "translation" else None
+
+
 def format_version(path: Path) -> int:
     """The format_version of a supermask snapshot (NotAMaskFileError for anything else)."""
     if not h5py.is_hdf5(path):
@@ -66,8 +76,15 @@ def format_version(path: Path) -> int:
     try:
         with h5py.File(path, "r") as f:
             fmt, version, has_masks = f.attrs.get("format"), f.attrs.get("format_version"), "masks" in f
+            legacy = legacy_translation_meta(f) is not None
     except OSError as e:
         raise NotAMaskFileError(f"{path} cannot be opened as HDF5 ({e}); expected {_EXPECTED}") from e
+    if legacy:
+        raise OldFormatError(
+            f"{path} is a translation record file of an earlier supermask (one file per task); this version "
+            f"keeps translation records in a sharded store. Nothing was changed. Run `supermask store migrate "
+            f"{path.parent}` to check every record of that folder and move it into the store"
+        )
     if fmt != FORMAT or not has_masks or version is None:
         raise NotAMaskFileError(
             f"{path} is an HDF5 file but not a supermask mask file (format attribute {fmt!r}); expected "
@@ -130,10 +147,10 @@ def read_packed(f: h5py.File, group: str) -> np.ndarray:
     return np.asarray(f["masks"][group]["packed"][()], dtype=np.uint8)
 
 
-def write_mask(root: h5py.Group, mask: TaskMask | TaskWeights) -> None:
-    """Write one mask record (or trained-weights record, see store/weights_records.py) as a new group under /masks."""
-    if isinstance(mask, TaskWeights):
-        write_weights_group(root, group_name(mask.task_id), mask)
+def write_mask(root: h5py.Group, mask: Record) -> None:
+    """Write one mask record (or an array record, see store/array_records.py) as a new group under /masks."""
+    if not isinstance(mask, TaskMask):
+        write_array_group(root, group_name(mask.task_id), mask)
         return
     g = root.create_group(group_name(mask.task_id))
     g.create_dataset("packed", data=np.ascontiguousarray(mask.packed, dtype=np.uint8))
@@ -152,7 +169,7 @@ def start_snapshot(f: h5py.File) -> h5py.Group:
 
 
 def write_snapshot(
-    path: Path, masks: Iterable[TaskMask | TaskWeights] = (), copies: Iterable[tuple[h5py.File, str]] = ()
+    path: Path, masks: Iterable[Record] = (), copies: Iterable[tuple[h5py.File, str]] = ()
 ) -> int:
     """Atomically (re)write `path` with these records; returns how many.
 

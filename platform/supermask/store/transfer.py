@@ -5,20 +5,30 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from supermask.store.array_records import KNOWN_KINDS, Record, array_record_problem, read_array_group
 from supermask.store.errors import CorruptMaskError, MaskExistsError, MaskFileError
 from supermask.store.journal import FILE_MAGIC
-from supermask.store.records import KIND_MASK, KIND_WEIGHTS, record_problem
+from supermask.store.records import KIND_MASK, record_problem
 from supermask.store.snapshot import open_snapshot, read_entries, read_mask, write_snapshot
 from supermask.store.validation import validate_record
-from supermask.store.weights_records import read_weights_group, weights_problem
-
-if TYPE_CHECKING:
-    from supermask.store.maskfile import MaskFile
 
 
-def export_file(store: MaskFile, dest_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
+class RecordFile(Protocol):
+    """What export and import need of a mask file (its own class imports this module)."""
+
+    path: Path
+
+    def owns(self, path: Path) -> bool: ...
+    def snapshot_sources(self) -> dict: ...
+    def describe(self, ids: list[str]) -> dict[str, dict]: ...
+    def __contains__(self, task_id: object) -> bool: ...
+    def put_validated(self, record: Record, *, overwrite: bool, sync: bool) -> bool: ...
+    def sync(self) -> None: ...
+
+
+def export_file(store: RecordFile, dest_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
     """Write every live record of `store`, each verified whole, to a standalone snapshot; returns how many."""
     dest = Path(dest_path)
     if store.owns(dest):
@@ -28,7 +38,7 @@ def export_file(store: MaskFile, dest_path: str | os.PathLike[str], *, overwrite
     return write_snapshot(dest, **store.snapshot_sources())
 
 
-def import_file(store: MaskFile, src_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
+def import_file(store: RecordFile, src_path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
     """Put every mask of a snapshot file into `store`, each verified whole first; returns how many were new.
 
     Nothing is imported if a mask in the file differs from one `store` holds under the same id
@@ -62,11 +72,11 @@ def import_file(store: MaskFile, src_path: str | os.PathLike[str], *, overwrite:
         try:
             for tid, e in sorted(entries.items()):
                 problem = e.problem
-                if problem is None and e.info.kind not in (KIND_MASK, KIND_WEIGHTS):
+                if problem is None and e.info.kind not in KNOWN_KINDS:
                     problem = f"a record of kind {e.info.kind!r}, which this version cannot import"
-                if problem is None and e.info.kind == KIND_WEIGHTS:
+                if problem is None and e.info.kind != KIND_MASK:
                     g = f["masks"][e.group]
-                    mask, problem = weights_problem(read_weights_group(g), json.loads(g.attrs["meta"]))
+                    mask, problem = array_record_problem(read_array_group(g), json.loads(g.attrs["meta"]))
                 elif problem is None:
                     mask, stored = read_mask(f, e.group)
                     problem = record_problem(mask, stored)

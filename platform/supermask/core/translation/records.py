@@ -1,24 +1,14 @@
-"""What a learned translation task is kept as: its two generators, as trained weights or as masks.
+"""Building a translation task's record from a trainer, and working generators back from a record.
 
-A `TranslationRecord` has kind "translation", never "mask": it holds the generators X->Y and Y->X
-(the discriminators only serve training), either
-
-- `method: trained`: every generator parameter in float32 (arrays `g_xy/<param>`, `g_yx/<param>`), or
-- `method: supermask`: the masks over the shared frozen generators, bit-packed (`g_xy/bits`), plus
-  the free parameters in float32 (`g_xy/free/<param>`, none with free_params 'none'), and the base
-  fingerprint of the frozen networks they belong to.
-
-Arrays are plain NumPy and the metadata plain JSON (no pickle); `checksum` covers both.
-`generators_from_record` rebuilds working generators, refusing a record of another base.
+The record itself (`TranslationRecord`, kind "translation") is plain NumPy and JSON and lives in
+`core.records.translation`, so the store reads and writes it without torch. `generators_from_record`
+rebuilds working generators, refusing a record of another base.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,65 +16,32 @@ from torch import nn
 
 from supermask.core.masks import MaskSpec
 from supermask.core.records.packing import pack_masks, unpack_masks
+from supermask.core.records.translation import GENERATORS, KIND_TRANSLATION, TranslationRecord
 from supermask.core.translation.generator import Generator, maskable_weights
 from supermask.core.translation.masked import MaskedNetwork, mask_density
 from supermask.core.translation.settings import TranslationSettings
 from supermask.core.translation.trainer import TranslationTrainer, base_fingerprint, frozen_networks
 
-KIND_TRANSLATION = "translation"
-GENERATORS = ("g_xy", "g_yx")
+__all__ = [
+    "GENERATORS",
+    "KIND_TRANSLATION",
+    "RecordMismatch",
+    "TranslationRecord",
+    "generators_from_record",
+    "mask_spec_of",
+    "record_from_trainer",
+    "settings_of",
+]
 
 
 class RecordMismatch(ValueError):
     """A record that does not fit the networks it is applied to (another base, other shapes)."""
 
 
-@dataclass(eq=False)
-class TranslationRecord:
-    """One translation task's generators, with what produced them and how they scored."""
-
-    task_id: str
-    method: str  # "trained" or "supermask"
-    settings: dict  # TranslationSettings.to_dict()
-    arrays: dict[str, np.ndarray]
-    mask: dict | None = None  # MaskSpec as a dict (supermask)
-    layers: dict = field(default_factory=dict)  # supermask: {generator: [[weight name, shape], ...]}
-    base_fingerprint: str = ""
-    metrics: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    created: float = 0.0
-    kind: str = KIND_TRANSLATION
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the arrays: what one more task costs to keep."""
-        return int(sum(a.nbytes for a in self.arrays.values()))
-
-    def meta(self) -> dict:
-        """Every field but the arrays, as JSON-ready values."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "arrays"}
-        return json.loads(json.dumps(out, sort_keys=True, default=_plain))
-
-    @property
-    def checksum(self) -> str:
-        """blake2b over the metadata and every array (names, dtypes, shapes and bytes)."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps(self.meta(), sort_keys=True, separators=(",", ":")).encode())
-        for name in sorted(self.arrays):
-            a = np.ascontiguousarray(self.arrays[name])
-            h.update(f"{name}:{a.dtype.str}:{list(a.shape)};".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()
-
-    def translation_settings(self) -> TranslationSettings:
-        names = {f.name for f in dataclasses.fields(TranslationSettings)}
-        return TranslationSettings(**{k: v for k, v in self.settings.items() if k in names})
-
-
-def _plain(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+def settings_of(record: TranslationRecord) -> TranslationSettings:
+    """The translation settings a record was trained with."""
+    names = {f.name for f in dataclasses.fields(TranslationSettings)}
+    return TranslationSettings(**{k: v for k, v in record.settings.items() if k in names})
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -140,7 +97,7 @@ def generators_from_record(
     record: TranslationRecord, device: torch.device | str = "cpu"
 ) -> dict[str, nn.Module]:
     """Working generators {'g_xy', 'g_yx'} rebuilt from a record (masks applied to the frozen base)."""
-    settings = record.translation_settings()
+    settings = settings_of(record)
     out: dict[str, nn.Module] = {}
     if record.method == "trained":
         for g in GENERATORS:
