@@ -105,6 +105,28 @@ class TranslationStore:
             )
         return record
 
+    def put_many(self, records: list[TranslationRecord], overwrite: bool = False) -> list[bool]:
+        """Write each record unless its task is stored (or with `overwrite`); whether each was written."""
+        written = []
+        for record in records:
+            new = overwrite or not self.path(record.task_id).exists()
+            if new:
+                self.put(record)
+            written.append(new)
+        return written
+
+    def get_many(self, task_ids: list[str], fingerprint: str | None = None) -> list[TranslationRecord]:
+        """The records of these tasks, in order, each checked against its checksum."""
+        return [self.get(t) for t in task_ids]
+
+    def describe(self, task_ids: list[str] | None = None) -> dict[str, dict]:
+        """task id -> its record's metadata (arrays not read) and the bytes of its file; every id or these."""
+        ids = self.task_ids() if task_ids is None else task_ids
+        return {t: {**self.meta(t), "file_bytes": self.path(t).stat().st_size} for t in ids}
+
+    def close(self) -> None:
+        """Nothing to release: every record is its own file, opened only while read or written."""
+
     def delete(self, task_id: str) -> None:
         self.path(task_id).unlink(missing_ok=True)
 
