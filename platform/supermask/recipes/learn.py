@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supermask.core.probes.search_probe import SearchProbe
-from supermask.core.records.packing import TaskMask
 from supermask.core.search.stacked_search import StackedSearch
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Workbench
@@ -75,7 +74,7 @@ class CheckpointPolicy:
 class BlockOutcome:
     """A learned block: its records (with GG accuracy in their metrics) and where its time went."""
 
-    masks: list[TaskMask]  # or TaskWeights, when the recipe learns weights
+    records: list  # one per task of the block: TaskMask, TaskWeights or a learner's own record
     search_seconds: float = 0.0
     evaluate_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
@@ -155,7 +154,7 @@ def learn_block(
             mask.metrics.update(
                 probes=probe.probes, probe_stack_seconds=probe.seconds, probe_overhead=probe.overhead()
             )
-    outcome.masks = masks
+    outcome.records = masks
     if probe is not None:
         outcome.probe_records, outcome.probe_seconds = probe.last, probe.seconds
     return outcome

@@ -1,6 +1,6 @@
-"""Train a translation task: the unit of work a runtime schedules for translation streams (no Ray here).
+"""Train a translation task: the unit of work of the translation learner (no Ray here).
 
-A spec whose stream is a translation stream resolves into a `TranslationRecipe` (the resolution from
+A spec with `learn: translation` resolves into a `TranslationRecipe` (the resolution from
 the stream, the data source, the base fingerprint of supermask tasks, the provenance hash of what
 produces a task's generators). `train_translation_task` trains one task, resuming from and writing
 a checkpoint at a cadence in seconds (recipes/checkpoints.py, provenance checked), measures it every
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from supermask.config.kinds.translation import resolved_settings
 from supermask.config.spec import RunSpec, Spec
-from supermask.config.translation_spec import resolved_settings
 from supermask.core.masks import MaskSpec
 from supermask.core.probes.probe import ProbeConfig
 from supermask.core.search.stacked_search import task_seed
@@ -36,7 +36,7 @@ from supermask.data import DataConfig, StreamSpec, stream_of
 from supermask.data.translation_streams import TranslationStream, TranslationTask
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.learn import CheckpointPolicy
-from supermask.recipes.recipe import _plain, provenance_hash
+from supermask.recipes.recipe import plain_json, provenance_hash
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TranslationRecipe:
             data_source=stream.data_source,
             base_fingerprint=fingerprint,
             num_weights=2 * sum(int(w.numel()) for w in weights.values()),
-            provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            provenance={"hash": provenance_hash(fields), "fields": plain_json(fields)},
             probes=spec.probes,
         )
 
@@ -150,7 +150,10 @@ class TranslationBench:
         return TranslationTrainer(self.recipe.task_settings(t), self.device, mask=self.recipe.mask, **options)
 
 
-def _scores(trainer: TranslationTrainer, task: TranslationTask, eval_size: int, split: str = "test") -> dict:
+def task_scores(
+    trainer: TranslationTrainer, task: TranslationTask, eval_size: int, split: str = "test"
+) -> dict:
+    """Both directions of a trainer's translations scored on the first `eval_size` test (or val) pairs."""
     test = (task.val if split == "val" else task.test).head(eval_size)
     return evaluate_translation(
         lambda imgs: trainer.translate(imgs, "xy"), lambda imgs: trainer.translate(imgs, "yx"), test
@@ -213,7 +216,7 @@ def train_translation_task(
 
     def measure(step: int) -> None:
         began = time.perf_counter()
-        scores = _scores(trainer, task, settings.eval_size)
+        scores = task_scores(trainer, task, settings.eval_size)
         scores["step"] = step
         evals.append(scores)
         if samples_dir is not None:
@@ -269,7 +272,7 @@ def train_translation_task(
         metrics["probe_seconds"] = outcome.probe_seconds  # before a resume too, as `seconds`
     metrics["losses"] = losses
     if evaluate:
-        metrics["final"] = evals[-1] if evals else _scores(trainer, task, settings.eval_size)
+        metrics["final"] = evals[-1] if evals else task_scores(trainer, task, settings.eval_size)
         metrics["references"] = references(task.test.head(settings.eval_size))
     outcome.record = record_from_trainer(
         trainer,
