@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from supermask.config.sweep import Sweep  # noqa: E402
 from supermask.interface.sections import SweepSection, register_section  # noqa: E402
-from supermask.interface.trials import best_trial, cell, pareto_front, plot_curves, scored  # noqa: E402
+from supermask.interface.trials import best_trial, pareto_front, plot_curves, scored  # noqa: E402
 from supermask.recipes.learners import SupermaskLearner, WeightsLearner  # noqa: E402
 from supermask.recipes.results import TrialRecord  # noqa: E402
 
@@ -63,13 +63,13 @@ class AccuracySweepSection(SweepSection):
         ]
         return front, images
 
-    def columns(self) -> list:
+    def columns(self) -> list[tuple[str, str]]:
         return [
-            ("epochs", lambda t, front: f"{t.epochs}/{t.planned_epochs or '?'}"),
-            ("val acc", lambda t, front: cell(t.metrics.get("val_accuracy"))),
-            ("density", lambda t, front: cell(t.metrics.get("density"))),
-            ("objective", lambda t, front: cell(t.metrics.get("objective"))),
-            ("Pareto", lambda t, front: "yes" if t.trial_id in front else ""),
+            ("epochs", "epochs"),
+            ("val acc", "val_accuracy"),
+            ("density", "density"),
+            ("objective", "objective"),
+            ("Pareto", "pareto"),
         ]
 
     def plot_layer_density(self, sweep: Sweep, trials: list[TrialRecord], path: Path) -> str:

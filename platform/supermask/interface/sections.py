@@ -9,7 +9,7 @@ command's lines. A section names the learner class it reports on, and is found b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from supermask.config.spec import Spec
 from supermask.config.sweep import Sweep
@@ -105,6 +105,7 @@ class SweepSection:
         """Draw the sweep's plots; (the Pareto front's trial ids, report.md lines showing the plots)."""
         raise NotImplementedError
 
-    def columns(self) -> list[tuple[str, Any]]:
-        """The table's columns after status: (header, trial -> cell)."""
+    def columns(self) -> list[tuple[str, str]]:
+        """The table's columns after status: (header, metric), where metric "epochs" is epochs run of planned
+        and "pareto" marks the Pareto front."""
         raise NotImplementedError

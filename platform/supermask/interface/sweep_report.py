@@ -119,6 +119,16 @@ def _report_markdown(sweep, section, outcome, record, front, best, images) -> st
     for t in ranked:
         name = f"**{t.trial_id}**" if best is not None and t.trial_id == best.trial_id else t.trial_id
         status = t.status.replace("_", " ") + (f": {t.error.splitlines()[0][:80]}" if t.error else "")
-        cells = [cell(t.config.get(k)) for k in keys] + [status] + [f(t, front) for _, f in columns]
+        cells = (
+            [cell(t.config.get(k)) for k in keys] + [status] + [_column(t, key, front) for _, key in columns]
+        )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _column(trial: TrialRecord, key: str, front: list[str]) -> str:
+    if key == "epochs":
+        return f"{trial.epochs}/{trial.planned_epochs or '?'}"
+    if key == "pareto":
+        return "yes" if trial.trial_id in front else ""
+    return cell(trial.metrics.get(key))

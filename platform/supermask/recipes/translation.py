@@ -35,7 +35,7 @@ from supermask.core.translation.trainer import TranslationTrainer, base_fingerpr
 from supermask.data import DataConfig, StreamSpec, stream_of
 from supermask.data.translation_streams import TranslationStream, TranslationTask
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from supermask.recipes.learn import CheckpointPolicy
+from supermask.recipes.learn import BlockOutcome, CheckpointPolicy
 from supermask.recipes.recipe import plain_json, provenance_hash
 
 log = logging.getLogger(__name__)
@@ -103,18 +103,16 @@ class TranslationRecipe:
 
 
 @dataclass
-class TranslationOutcome:
-    """A trained task: its record for the store and where the time went."""
+class TranslationOutcome(BlockOutcome):
+    """A trained task, a block of one: its record for the store and where the time went (search_seconds:
+    the training time, probes of the networks included)."""
 
-    record: TranslationRecord
-    train_seconds: float = 0.0
-    evaluate_seconds: float = 0.0
-    checkpoint_seconds: float = 0.0
-    checkpoints: int = 0
-    resumed_from_step: int = 0
-    probe_seconds: float = 0.0  # probes of the networks (part of train_seconds)
     probes: int = 0
     samples: list[str] = field(default_factory=list)  # sample-grid PNGs written
+
+    @property
+    def record(self) -> TranslationRecord:
+        return self.records[0]
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -196,7 +194,7 @@ def train_translation_task(
             except ValueError as e:
                 raise CheckpointError(f"{checkpoint}: {e}") from None
             saved = {k: state.get(k, v) for k, v in saved.items()}
-    outcome = TranslationOutcome(record=None, resumed_from_step=trainer.step)  # type: ignore[arg-type]
+    outcome = TranslationOutcome([], resumed_from_step=trainer.step)
     if on_start is not None:
         on_start(trainer)
     probe = None
@@ -263,10 +261,10 @@ def train_translation_task(
 
     trainer.run(task.train, settings.steps, on_step=on_step, hooks=hooks)
     spent += time.perf_counter() - started
-    outcome.train_seconds = spent - outcome.evaluate_seconds - policy.write_seconds
+    outcome.search_seconds = spent - outcome.evaluate_seconds - policy.write_seconds
     outcome.checkpoint_seconds, outcome.checkpoints = policy.write_seconds, policy.writes
     metrics: dict = {"task_index": int(t), "steps": trainer.step, "seconds": spent, "evals": evals}
-    metrics["train_seconds"] = outcome.train_seconds
+    metrics["train_seconds"] = outcome.search_seconds
     if probe is not None:
         outcome.probe_seconds, outcome.probes = saved["probe_seconds"] + probe.seconds, probe.probes
         metrics["probe_seconds"] = outcome.probe_seconds  # before a resume too, as `seconds`
@@ -274,13 +272,14 @@ def train_translation_task(
     if evaluate:
         metrics["final"] = evals[-1] if evals else task_scores(trainer, task, settings.eval_size)
         metrics["references"] = references(task.test.head(settings.eval_size))
-    outcome.record = record_from_trainer(
+    record = record_from_trainer(
         trainer,
         task.task_id,
         metrics=_finite(metrics),
         provenance=recipe.provenance,
         fingerprint=recipe.base_fingerprint,
     )
+    outcome.records = [record]
     return outcome
 
 

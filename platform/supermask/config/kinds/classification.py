@@ -3,13 +3,27 @@ weights, fine_tune): the architecture, the search budget and the outputs against
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from supermask.config.kinds.base import SpecKind
 from supermask.config.schema import SpecError
 from supermask.config.sections import Spec
 from supermask.core.bases.networks import ARCHITECTURES, check_base_options
+from supermask.core.registry import Registry
 from supermask.data import Stream
+
+
+def check_named_method(section: str, settings: Any, methods: Registry, check: Callable[[Any], None]) -> None:
+    """SpecError naming `<section>.method` when it names no method of `methods`, or the field `check` names."""
+    if settings.method not in methods:
+        raise SpecError(f"{section}.method: got {settings.method!r}; known: {', '.join(methods.names())}")
+    try:
+        check(settings)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
 
 
 class ClassificationKind(SpecKind):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from supermask.config.kinds.base import register_kind
-from supermask.config.kinds.classification import ClassificationKind
+from supermask.config.kinds.classification import ClassificationKind, check_named_method
 from supermask.config.schema import SpecError
 from supermask.config.sections import GN_SCENARIOS, Spec
 from supermask.core.bases.networks import ARCHITECTURES, uses_batchnorm
@@ -44,14 +44,7 @@ class MasksKind(ClassificationKind):
         return super().unused_section(spec, section)
 
     def check_method(self, spec: Spec) -> None:
-        if spec.mask.method not in MASK_METHODS:
-            raise SpecError(
-                f"mask.method: got {spec.mask.method!r}; known: {', '.join(MASK_METHODS.names())}"
-            )
-        try:
-            check_mask_spec(spec.mask)
-        except ValueError as e:
-            raise SpecError(str(e)) from None
+        check_named_method("mask", spec.mask, MASK_METHODS, check_mask_spec)
 
     def check(self, spec: Spec, stream: Stream) -> None:
         super().check(spec, stream)

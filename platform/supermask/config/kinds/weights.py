@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from supermask.config.kinds.base import register_kind
-from supermask.config.kinds.classification import ClassificationKind
+from supermask.config.kinds.classification import ClassificationKind, check_named_method
 from supermask.config.schema import SpecError
 from supermask.config.sections import Spec
 from supermask.core.weights import WEIGHT_METHODS, WeightSpec, check_weight_spec
@@ -20,14 +20,7 @@ class WeightsKind(ClassificationKind):
     mode = "per_task"  # how records of this kind recorded their kind in provenance, kept so they still match
 
     def check_method(self, spec: Spec) -> None:
-        if spec.weights.method not in WEIGHT_METHODS:
-            raise SpecError(
-                f"weights.method: got {spec.weights.method!r}; known: {', '.join(WEIGHT_METHODS.names())}"
-            )
-        try:
-            check_weight_spec(spec.weights)
-        except ValueError as e:
-            raise SpecError(str(e)) from None
+        check_named_method("weights", spec.weights, WEIGHT_METHODS, check_weight_spec)
         if spec.run.scenario != "GG":
             raise SpecError(
                 f"run.scenario: got {spec.run.scenario!r}; trained weights are evaluated with the task id (GG): "

@@ -80,7 +80,7 @@ class TranslationLearner(Learner):
                 **{d: v if v is not None and math.isfinite(v) else None for d, v in values.items()},
             )
 
-        outcome = train_translation_task(
+        return train_translation_task(
             bench,
             t,
             checkpoint=ctx.checkpoint,
@@ -93,15 +93,6 @@ class TranslationLearner(Learner):
             hooks=[] if progress is None else [lambda trainer, metrics: progress(trainer.step, steps)],
             probe_sink=ctx.probe_sink if ctx.lead else None,
             **ctx.sync,
-        )
-        return BlockOutcome(
-            [outcome.record],
-            search_seconds=outcome.train_seconds,
-            evaluate_seconds=outcome.evaluate_seconds,
-            checkpoint_seconds=outcome.checkpoint_seconds,
-            checkpoints=outcome.checkpoints,
-            resumed_from_step=outcome.resumed_from_step,
-            probe_seconds=outcome.probe_seconds,
         )
 
     def data_parallel(self, rank: int, world: int, device: str) -> dict:
