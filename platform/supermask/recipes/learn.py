@@ -122,6 +122,7 @@ def learn_block(
     outcome = BlockOutcome([], resumed_from_step=search.step)
     if on_start is not None:
         on_start(search)
+    started = time.perf_counter()  # the probes' time is part of the search's, the first probe's too
     probe = None
     if probe_sink is not None and bench.recipe.probes.enabled:
         probe = SearchProbe(search, bench.recipe.probes, probe_sink)
@@ -132,11 +133,10 @@ def learn_block(
     if checkpoint is not None and write_checkpoints:
 
         def save(state: dict) -> None:
-            started = time.perf_counter()
+            began = time.perf_counter()
             save_checkpoint(state, checkpoint)
-            policy.wrote(time.perf_counter() - started)
+            policy.wrote(time.perf_counter() - began)
 
-    started = time.perf_counter()
     masks = search.run(
         list(hooks), should_checkpoint=policy.due, on_checkpoint=save, before_result=before_result
     )

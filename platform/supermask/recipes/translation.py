@@ -197,6 +197,8 @@ def train_translation_task(
     outcome = TranslationOutcome([], resumed_from_step=trainer.step)
     if on_start is not None:
         on_start(trainer)
+    spent = float(saved["seconds"])
+    started = time.perf_counter()  # the probes' time is part of the training's, the first probe's too
     probe = None
     if probe_sink is not None and recipe.probes.enabled:
         images = {"x": task.train.x, "y": task.train.y}
@@ -209,8 +211,6 @@ def train_translation_task(
     losses: list[dict] = list(saved["losses"])
     loss_every = max(1, settings.steps // LOSS_POINTS)
     pending = [s for s in eval_steps(settings) if s > trainer.step]
-    spent = float(saved["seconds"])
-    started = time.perf_counter()
 
     def measure(step: int) -> None:
         began = time.perf_counter()

@@ -109,7 +109,7 @@ class Learner:
     name: ClassVar[str]
     progress_label: ClassVar[str] = "learning"  # the progress bar's description
     max_train_workers: ClassVar[int | None] = None  # most Ray Train workers (1: one process, task after task)
-    overwrite: ClassVar[bool] = False  # whether a stored record is replaced (else a rerun keeps it)
+    records_noun: ClassVar[str] = "record(s)"  # what its records are called in messages
 
     def __init__(self, recipe: Any) -> None:
         self.recipe = recipe
@@ -155,7 +155,7 @@ class Learner:
 
     def prepare(self, store: Any, ids: list[str], out_dir: Path, relearn: bool) -> list[int]:
         """Refuse (with relearn, delete) records and checkpoints of other settings; the task indices to learn."""
-        refuse_stale_records(self.recipe, store, ids, relearn)
+        refuse_stale_records(self.recipe, store, ids, relearn, self.records_noun)
         check_checkpoints(self.recipe, out_dir / "checkpoints", relearn)
         missing = set(store.missing(ids))
         return [t for t, tid in enumerate(ids) if tid in missing]

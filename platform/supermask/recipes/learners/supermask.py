@@ -98,7 +98,7 @@ class SupermaskLearner(StackedLearner):
         if not self.has_reservoir:
             return super().prepare(store, ids, out_dir, relearn)
         if store.masks is not None:
-            refuse_stale_records(self.recipe, store.masks, ids, relearn)
+            refuse_stale_records(self.recipe, store.masks, ids, relearn, self.records_noun)
         check_checkpoints(self.recipe, out_dir / "checkpoints", relearn)
         check_reservoir_provenance(self.recipe, store, ids, relearn)
         backfill(self.recipe, store, ids)
