@@ -11,7 +11,7 @@ from ray.cluster_utils import Cluster
 from conftest import SYNTHETIC, KillWhen, wait_for
 from store_helpers import KINDS, AckedWriter, kind_case
 from supermask.config.spec import load_spec
-from supermask.recipes.recipe import Recipe
+from supermask.recipes.learners import learner_for
 from supermask.runtime.events import read_events
 from supermask.runtime.job import run_job
 from supermask.runtime.mask_store import MaskStore
@@ -61,7 +61,7 @@ def test_node_removed_mid_run_every_mask_present_once_and_verified(cluster, tmp_
 
     remover = KillWhen(first_stored, remove_a_node, timeout=240)
     remover.start()
-    result = run_job(Recipe.from_spec(spec), tmp_path, progress=False)
+    result = run_job(learner_for(spec), tmp_path, progress=False)
     remover.join()
 
     removed = remover.done

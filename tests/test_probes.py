@@ -279,11 +279,11 @@ def test_learn_block_probes_on_the_spec_cadence_and_every_zero_turns_them_off(ev
     sink: list[dict] = []
     outcome = learn_block(Workbench(Recipe.from_spec(spec)), [0, 1], probe_sink=sink.extend)
     if every == 0:
-        assert sink == [] and outcome.probe_records == [] and "probes" not in outcome.masks[0].metrics
+        assert sink == [] and outcome.probe_records == [] and "probes" not in outcome.records[0].metrics
         return
     assert sorted({r["step"] for r in sink}) == [0.0, 4.0, 8.0] and len(sink) == 6
     assert [r["task"] for r in outcome.probe_records] == ["synthetic-0000", "synthetic-0001"]
-    assert outcome.masks[0].metrics["probes"] == 3 and outcome.probe_seconds > 0  # with the one at step 0
+    assert outcome.records[0].metrics["probes"] == 3 and outcome.probe_seconds > 0  # with the one at step 0
 
 
 def test_the_last_step_is_probed_off_the_cadence_too():

@@ -90,7 +90,7 @@ def test_a_checkpoint_of_other_settings_is_refused_on_resume(tmp_path):
     other = Workbench(recipe("search.epochs=4", "search.lr=0.05"))
     with pytest.raises(CheckpointError, match="other settings"):
         learn_block(other, [0], checkpoint=path)
-    (mask,) = learn_block(topk, [0], checkpoint=path).masks  # the same settings resume
+    (mask,) = learn_block(topk, [0], checkpoint=path).records  # the same settings resume
     assert mask.metrics["resumed_at_steps"] == [1]
     assert mask.provenance["hash"] == topk.recipe.provenance["hash"]
     assert 0.25 < mask.metrics["test_accuracy"] <= 1  # evaluated on the device before it left

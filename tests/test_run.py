@@ -128,28 +128,30 @@ def test_bad_spec_exits_2_naming_the_field(tmp_path, capsys):
     assert not (tmp_path / "results.json").exists()
 
 
-def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
+def test_bench_actor_serves_forward_passes_for_several_tasks(finished_run):
     import dataclasses
 
     import numpy as np
 
     from supermask.config.spec import load_spec
-    from supermask.recipes.recipe import Recipe, Workbench
-    from supermask.runtime.base_actors import BaseActor
+    from supermask.recipes.learners import learner_for
+    from supermask.recipes.recipe import Workbench
+    from supermask.runtime.bench_actors import BenchActor
     from supermask.runtime.mask_store import MaskStore
 
-    recipe = Recipe.from_spec(load_spec(SYNTHETIC, ["stream.num_tasks=3"]))
+    learner = learner_for(load_spec(SYNTHETIC, ["stream.num_tasks=3"]))
     store = MaskStore.open(finished_run / "store")
     try:
-        actor = BaseActor.remote(recipe, store)
-        x = Workbench(recipe).stream.task(1).test_x[:8].numpy()
-        logits = ray.get(actor.forward.remote(x, ["synthetic-0000", "synthetic-0001"]))
+        actor = BenchActor.remote(learner, store)
+        x = Workbench(learner.recipe).stream.task(1).test_x[:8].numpy()
+        logits = ray.get(actor.call.remote("forward", x, ["synthetic-0000", "synthetic-0001"]))
         assert set(logits) == {"synthetic-0000", "synthetic-0001"}
         assert logits["synthetic-0000"].shape == (8, 4)
         assert not np.allclose(logits["synthetic-0000"], logits["synthetic-0001"])  # different masks
-        wrong = BaseActor.remote(dataclasses.replace(recipe, base_fingerprint="0" * 32), store)
+        other = type(learner)(dataclasses.replace(learner.recipe, base_fingerprint="0" * 32))
+        wrong = BenchActor.remote(other, store)
         with pytest.raises(ray.exceptions.RayActorError, match="fingerprint"):
-            ray.get(wrong.fingerprint.remote())
+            ray.get(wrong.ready.remote())
     finally:
         store.close()
 
@@ -157,7 +159,7 @@ def test_base_actor_serves_forward_passes_for_several_tasks(finished_run):
 def test_fine_tuning_one_network_through_the_stream_forgets_and_a_rerun_learns_nothing(
     ray_cluster, tmp_path, capsys
 ):
-    fine_tune = ("learn=weights", "weights.mode=fine_tune", "search.lr=0.05")
+    fine_tune = ("learn=fine_tune", "mask=null", "search.lr=0.05")
     assert run(tmp_path, *fine_tune) == 0
     first = json.loads((tmp_path / "results.json").read_text())
     matrix = first["forgetting"]["accuracy_matrix"]

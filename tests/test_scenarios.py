@@ -105,3 +105,20 @@ def test_nns_run_allocates_one_mask_per_task_without_ids(ray_cluster, tmp_path):
     with MaskStore.open(out / "store") as store:
         assert len(store) == nns["num_masks"]
         assert all(t.startswith("permuted_mnist-nns-") for t in store.list())
+
+
+def test_infer_validates_the_scenario_it_runs(tmp_path, capsys):
+    """A GG spec is inferred as GNu; the task-inference rules are checked for GNu before anything runs
+    (the scenario used to be switched after validation, so they were skipped)."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.json").write_text("{}")
+    path = tmp_path / "gg.yaml"
+    base = {"arch": "lenet300", "num_outputs": 10}  # no superfluous outputs for the G objective
+    path.write_text(
+        yaml.safe_dump({**SPEC, "base": base, "run": {"scenario": "GG"}, "inference": {"objective": "G"}})
+    )
+    assert main(["infer", "--store", str(tmp_path), "--spec", str(path), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "evaluating GNu" in captured.out
+    assert "inference.objective: 'G' needs superfluous output neurons" in captured.err
+    assert not (tmp_path / "infer-GNu").exists()

@@ -143,3 +143,64 @@ def test_dump_round_trips(tmp_path):
     out = tmp_path / "s.yaml"
     out.write_text(dump_spec(spec))
     assert load_spec(out).to_dict() == spec.to_dict()
+
+
+TOY = {"stream": {"name": "toy_shapes", "num_tasks": 1, "options": {"resolution": 32, "test_size": 4}}}
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        # a run field the kind never reads, named with the kind
+        (
+            {**TOY, "learn": "translation", "run": {"tasks_per_worker": 2}},
+            "run.tasks_per_worker: got 2, but learn 'translation' does not read it (a translation worker trains "
+            "one task at a time); remove it",
+        ),
+        (
+            {**TOY, "learn": "translation", "run": {"eval_batch_size": 10}},
+            "run.eval_batch_size: got 10, but learn 'translation' does not read it",
+        ),
+        (
+            {"run": {"scenario": "NNs", "tasks_per_worker": 4}, "inference": {"objective": "H"}},
+            "run.tasks_per_worker: got 4, but learn 'masks' does not read it (NNs learns the whole stream in one "
+            "Ray task, without Ray Train); remove it",
+        ),
+        # a section the kind never reads
+        (
+            {**TOY, "learn": "translation", "recovery": {"steps": 3}},
+            "recovery: stream 'toy_shapes' is a translation",
+        ),
+        (
+            {"store": {"kind": "masks"}, "translation": {"steps": 3}},
+            "translation: stream 'permuted_mnist' is not a translation stream",
+        ),
+        # the kind against the stream's tasks: what to write instead
+        (
+            TOY,
+            "learn: got 'masks' (the default), which learns supermasks over the frozen base, but stream "
+            "'toy_shapes' hands out translation tasks: write learn: translation",
+        ),
+        (
+            {"learn": "translation"},
+            "learn: got 'translation', which learns image-translation tasks, but stream 'permuted_mnist' hands out "
+            "labelled tasks: write learn: fine_tune or masks or weights, or use a stream such as toy_shapes",
+        ),
+        ({"learn": "lottery"}, "learn: got 'lottery'; allowed: fine_tune, masks, translation, weights"),
+    ],
+)
+def test_a_spec_refuses_what_its_learner_kind_does_not_read(data, message):
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(data)
+    assert message in str(e.value)
+
+
+def test_dump_keeps_the_sections_the_kind_reads(tmp_path):
+    masks = dump_spec(load_spec(TASKS / "synthetic.yaml"))
+    assert "\nmask:" in masks and "\nweights:" not in masks and "\ntranslation:" not in masks
+    translation = load_spec(TASKS / "toy_shapes.yaml")
+    dumped = dump_spec(translation)
+    assert "\nlearn: translation" in dumped and "\nbase:" not in dumped and "\nmask:" not in dumped
+    out = tmp_path / "t.yaml"
+    out.write_text(dumped)
+    assert load_spec(out).to_dict() == translation.to_dict()

@@ -11,6 +11,7 @@ import torch
 from conftest import SYNTHETIC, KillWhen, cli_process, learned_once, wait_for
 from supermask.config.spec import load_spec
 from supermask.recipes.learn import learn_block
+from supermask.recipes.learners import learner_for
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.runtime.events import read_events
 from supermask.runtime.job import run_job
@@ -19,7 +20,7 @@ from supermask.store.maskfile import MaskFile
 
 
 def job(tmp_path, *overrides):
-    return run_job(Recipe.from_spec(load_spec(SYNTHETIC, list(overrides))), tmp_path, progress=False)
+    return run_job(learner_for(load_spec(SYNTHETIC, list(overrides))), tmp_path, progress=False)
 
 
 def test_data_parallel_search_over_two_workers(ray_cluster, tmp_path):
@@ -111,7 +112,7 @@ def test_driver_killed_halfway_resumes_with_the_same_command(tmp_path):
     torch.set_num_threads(1)
     try:
         for t, tid in enumerate(ids):
-            whole = learn_block(bench, [t], evaluate=False).masks[0]
+            whole = learn_block(bench, [t], evaluate=False).records[0]
             assert np.array_equal(whole.packed, stored_masks[tid].packed), tid
     finally:
         torch.set_num_threads(threads)

@@ -42,6 +42,7 @@ def noise_data(n=8, resolution=32):
 def spec_dict(**translation) -> dict:
     return {
         "name": "tiny_translation",
+        "learn": "translation",
         "stream": {
             "name": "toy_shapes",
             "num_tasks": 1,
@@ -270,7 +271,7 @@ def test_translation_sweeps_search_loss_weights_and_are_scored_by_hausdorff(tmp_
     from supermask.config.sweep import load_sweep
 
     sweep = load_sweep("tuning/toy_shapes_loss_weights.yaml")
-    assert sweep.is_translation and sweep.max_epochs == 4  # 1000 steps measured every 250
+    assert sweep.learn == "translation" and sweep.max_epochs == 4  # 1000 steps measured every 250
     assert set(sweep.space) == {
         "translation.gan_weight",
         "translation.fm_weight",
@@ -286,29 +287,31 @@ def test_translation_sweeps_search_loss_weights_and_are_scored_by_hausdorff(tmp_
 
 
 def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_settings(ray_cluster, tmp_path):
-    """The driver and worker paths of `supermask run` without Ray Train: the worker's lead path trains,
-    measures, probes and stores a task; the job then skips it (starting no Train workers), reports it, and
-    refuses a spec with other settings before anything trains."""
-    from supermask.interface.translation_report import write_translation_report
+    """The driver and worker paths of `supermask run` without Ray Train: the worker loop's lead path trains,
+    measures, probes and stores a task; the job then skips it (starting no Train workers), reports it, and refuses
+    a spec with other settings before anything trains."""
+    from supermask.interface.report import write_report
+    from supermask.recipes.learners import learner_for
     from supermask.recipes.recipe import ProvenanceError
-    from supermask.runtime import translation_workers
     from supermask.runtime.events import read_events
-    from supermask.runtime.translation_job import run_translation_job
+    from supermask.runtime.job import run_job
+    from supermask.runtime.train_plan import Plan
+    from supermask.runtime.train_workers import learn_and_store
 
     spec = spec_from_dict(spec_dict(steps=2, eval_every=2) | {"probes": {"every": 2, "batch": 2}})
-    recipe = TranslationRecipe.from_spec(spec)
+    learner = learner_for(spec)
     out = tmp_path / "run"
     out.mkdir()
-    store = TranslationStore.open(out / "store")
-    config = {"out_dir": str(out), "events": str(out / "events.jsonl")}
-    bench = TranslationBench(recipe)
-    assert translation_workers._train(config, recipe, bench, store, 0, True)
-    assert not translation_workers._train(config, recipe, bench, store, 0, True)  # stored: skipped
-    events = [e["event"] for e in read_events(out / "events.jsonl") if e["event"] != "translation_progress"]
-    assert events == ["task_started", "translation_eval", "task_stored"]
-    result = run_translation_job(recipe, out, progress=False)
-    assert result.skipped == ["toy_shapes-0000"] and result.workers == 0
-    results = write_translation_report(spec, recipe, result, out)
+    store = TranslationStore.open(out / "store", spec.run.shards)  # as the job opens it
+    plan, bench = Plan(learner, store, [[0]], str(out)), learner.bench("cpu")
+    assert learn_and_store(plan, bench, [0])[0] == 1
+    assert learn_and_store(plan, bench, [0])[0] == 0  # stored: skipped
+    events = [e["event"] for e in read_events(out / "events.jsonl") if e["event"] != "block_progress"]
+    assert events == ["task_started", "translation_eval", "task_stored", "block_stored"]
+    result = run_job(learner, out, progress=False)
+    assert [t.skipped for t in result.tasks] == [True] and result.workers == 0
+    results = write_report(spec, result, out)
+    assert results["skipped"] == ["toy_shapes-0000"]
     probes = results["probes"]
     assert sorted(probes["tasks"]) == [f"toy_shapes-0000/{n}" for n in ("d_x", "d_y", "g_xy", "g_yx")]
     assert probes["tasks"]["toy_shapes-0000/g_xy"]["last_step"] == 2 and probes["overhead"] > 0
@@ -317,9 +320,9 @@ def test_a_run_stores_each_task_once_with_its_probes_and_refuses_changed_setting
     )
     report = (out / "report.md").read_text()
     assert "## Probes" in report and (out / "norm.png").exists() and (out / "saturation.png").exists()
-    other = TranslationRecipe.from_spec(spec_from_dict(spec_dict(steps=2, eval_every=2, lr=0.01)))
+    other = learner_for(spec_from_dict(spec_dict(steps=2, eval_every=2, lr=0.01)))
     with pytest.raises(ProvenanceError, match="translation.lr: 0.0002 -> 0.01"):
-        run_translation_job(other, out, progress=False)
+        run_job(other, out, progress=False)
     with TranslationStore.open(out / "store") as store:
         assert not store.missing(["toy_shapes-0000"])  # nothing was deleted
 

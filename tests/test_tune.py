@@ -120,6 +120,18 @@ def test_shipped_sweeps_search_what_they_say():
             "search_space.search.lr",
             "with optuna use choice",
         ),
+        # a run field a trial does not read, and a kind a sweep cannot score
+        (
+            {"set": {"search.epochs": 6, "run.tasks_per_worker": 2}},
+            "base_spec",
+            "run.tasks_per_worker: got 2, but a sweep trial does not read it",
+        ),
+        (
+            {"set": {"search.epochs": 6, "learn": "fine_tune", "mask": None}},
+            "base_spec",
+            "learn fine_tune trains one network through the whole stream",
+        ),
+        ({"metric": "val_hausdorff"}, "metric", "has learn 'masks', whose trials are scored by val_accuracy"),
     ],
 )
 def test_validation_errors_name_field_value_and_allowed(change, field, words, monkeypatch):
@@ -399,3 +411,20 @@ def test_optional_searchers_suggest_configs_in_the_space(algorithm):
         assert config["search.epochs"] in (1, 2, 3)
         spec = sweep.trial_spec(config)  # whatever the searcher returns, a trial can build its spec
         assert spec.search.epochs == config["search.epochs"]
+
+
+def test_a_sweep_recorded_before_specs_said_their_kind_in_learn_resumes(tmp_path):
+    """sweep_spec.json of an earlier version (learn: masks for a translation stream, weights.mode) is the
+    same sweep; a record that differs in what decides the trials is still another sweep."""
+    from supermask.runtime.tune_job import SPEC_FILE, check_same_sweep
+
+    sweep = load_sweep(TUNING / "toy_shapes_quick.yaml")
+    old = json.loads(json.dumps({"fingerprint": "0" * 16, **sweep.to_dict()}, default=str))
+    old["base"]["learn"] = "masks"
+    old["base"]["weights"]["mode"] = "per_task"
+    (tmp_path / SPEC_FILE).write_text(json.dumps(old))
+    assert check_same_sweep(sweep, tmp_path)
+    old["base"]["translation"]["lr"] = 0.5
+    (tmp_path / SPEC_FILE).write_text(json.dumps(old))
+    with pytest.raises(SpecError, match="holds another sweep .changed: base.translation.lr"):
+        check_same_sweep(sweep, tmp_path)

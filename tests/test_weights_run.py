@@ -15,8 +15,8 @@ from supermask.core.bases.networks import BaseSpec, build_base
 from supermask.core.records.weights import task_weights
 from supermask.core.weights.magnitude import MagnitudePruning
 from supermask.interface.cli import main
-from supermask.recipes.fine_tune import fine_tune_task, forgetting_summary
 from supermask.recipes.learn import learn_block
+from supermask.recipes.learners.fine_tune import fine_tune_task, forgetting_summary
 from supermask.recipes.recipe import Recipe, Workbench
 from supermask.recipes.results import TaskOutcome
 from supermask.store.errors import CorruptMaskError, WrongKindError
@@ -24,7 +24,7 @@ from supermask.store.maskfile import MaskFile
 from supermask.store.partitioning import open_layout, shard_path
 from supermask.store.reshard import reshard_store
 
-WEIGHTS = ["learn=weights", "base.init=kaiming_normal", "search.lr=0.1"]
+WEIGHTS = ["learn=weights", "mask=null", "base.init=kaiming_normal", "search.lr=0.1"]
 
 
 def spec_of(*overrides):
@@ -35,18 +35,34 @@ def spec_of(*overrides):
     "overrides,named",
     [
         (["weights.method=str"], "weights: set, but learn is 'masks'"),
-        (["learn=weights", "weights.method=lottery"], "weights.method: got 'lottery'; known: dense, magnitude, str"),
-        (["learn=weight"], "learn: got 'weight'; allowed: masks, weights"),
-        (["learn=weights", "weights.mode=sequential"], "weights.mode: got 'sequential'; allowed: per_task, fine_tune"),
-        (["learn=weights", "weights.dtype=int8"], "weights.dtype: got 'int8'; allowed: float32, float16"),
-        (["learn=weights", "weights.method=str", "weights.options.target=0.9"],
+        (["learn=weights", "mask=null", "weights.method=lottery"],
+         "weights.method: got 'lottery'; known: dense, magnitude, str"),
+        (["learn=weight"], "learn: got 'weight'; allowed: fine_tune, masks, translation, weights"),
+        (["learn=weights", "mask=null", "weights.dtype=int8"], "weights.dtype: got 'int8'; allowed: float32, float16"),
+        (["learn=weights", "mask=null", "weights.method=str", "weights.options.target=0.9"],
          "weights.options.target: not an option of weight method 'str'; allowed: init_s (default -8.0)"),
-        (["learn=weights", "weights.method=str", "weights.options.target_sparsity=1.5"],
+        (["learn=weights", "mask=null", "weights.method=str", "weights.options.target_sparsity=1.5"],
          "weights.options.target_sparsity: got 1.5; must be in [0, 1)"),
-        (["learn=weights", "weights.method=magnitude", "weights.options.policy=random"],
+        (["learn=weights", "mask=null", "weights.method=magnitude", "weights.options.policy=random"],
          "weights.options.policy: got 'random'; allowed: uniform, erdos_renyi, global"),
-        (["learn=weights", "run.scenario=GNu"], "run.scenario: got 'GNu'; trained weights are evaluated with the task id"),
-        (["learn=weights", "weights.mode=fine_tune", "run.strategy=data_parallel"], "run.strategy: fine_tune"),
+        (["learn=weights", "mask=null", "run.scenario=GNu"],
+         "run.scenario: got 'GNu'; trained weights are evaluated with the task id"),
+        # a section or run field the kind does not read is refused, naming the field and the kind
+        (["learn=weights"], "mask: set, but learn is 'weights', which learns a network trained per task and does "
+         "not read it; remove the mask section (on the command line: --set mask=null)"),
+        (["learn=fine_tune", "mask=null", "run.strategy=data_parallel"],
+         "run.strategy: got 'data_parallel', but learn 'fine_tune' does not read it (fine_tune trains one network "
+         "through the stream, task after task, in one process); remove it"),
+        (["learn=fine_tune", "mask=null", "run.tasks_per_worker=4"],
+         "run.tasks_per_worker: got 4, but learn 'fine_tune' does not read it"),
+        (["learn=fine_tune", "mask=null", "run.num_workers=2"], "run.num_workers: got 2, but learn 'fine_tune'"),
+        (["learn=weights", "mask=null", "inference.objective=G"], "inference: set, but learn is 'weights'"),
+        # a spec written before `learn` said the kind alone: what to write instead
+        (["learn=weights", "mask=null", "weights.mode=fine_tune"],
+         "weights.mode: got 'fine_tune'; the learner kind is said once, in `learn`, so weights.mode is gone: "
+         "write learn: fine_tune instead of learn: weights, and remove weights.mode"),
+        (["learn=weights", "mask=null", "weights.mode=per_task"],
+         "remove weights.mode: learn: weights trains one network per task"),
     ],
 )  # fmt: skip
 def test_bad_weight_specs_fail_up_front_naming_field_value_and_what_is_allowed(overrides, named):
@@ -63,6 +79,7 @@ def test_a_weights_spec_keeps_mask_provenance_apart():
         and "mask" not in weights.provenance["fields"]
     )
     assert weights.method_name == "weights dense (per_task)"
+    assert weights.provenance["fields"]["weights"]["mode"] == "per_task"  # as records always recorded it
     dumped = spec_from_dict(
         spec_of(*WEIGHTS, "weights.options.target_sparsity=0.5", "weights.method=str").to_dict()
     )
@@ -70,7 +87,7 @@ def test_a_weights_spec_keeps_mask_provenance_apart():
 
 
 def test_fine_tuning_forgets_while_masks_do_not():
-    bench = Workbench(Recipe.from_spec(spec_of(*WEIGHTS, "weights.mode=fine_tune", "search.epochs=15")))
+    bench = Workbench(Recipe.from_spec(spec_of(*WEIGHTS, "learn=fine_tune", "search.epochs=15")))
     first, _ = fine_tune_task(bench, 0, None)
     second, _ = fine_tune_task(bench, 1, first)
     with pytest.raises(ValueError, match="must start from the network of task 1"):
@@ -84,7 +101,7 @@ def test_fine_tuning_forgets_while_masks_do_not():
 
     masks = Workbench(Recipe.from_spec(spec_of("search.epochs=15")))
     frozen = [w.clone() for w in masks.base.weights()]
-    (mask0,) = learn_block(masks, [0]).masks
+    (mask0,) = learn_block(masks, [0]).records
     own = masks.evaluate(0, mask0).real_classes
     learn_block(masks, [1])
     assert own > 0.7 and masks.evaluate(0, mask0).real_classes == own  # its mask and the base are untouched
@@ -154,7 +171,7 @@ def test_weights_records_move_with_a_reshard(tmp_path):
 def test_str_per_task_through_the_recipe_lands_on_its_target_and_stores_sparse():
     target = ["weights.method=str", "weights.options.target_sparsity=0.8", "weights.dtype=float16"]
     bench = Workbench(Recipe.from_spec(spec_of(*WEIGHTS, *target, "search.epochs=10")))
-    records = learn_block(bench, [0, 1]).masks
+    records = learn_block(bench, [0, 1]).records
     for record in records:
         assert record.kind == "weights" and record.method == "str" and record.dtype == "float16"
         assert record.sparsity == pytest.approx(0.8, abs=0.005)

@@ -1,113 +1,55 @@
 """Task-stream specs: YAML in, a validated `Spec` out, with `--set a.b=c` overrides.
 
-A spec's sections are the settings dataclasses of the layers that use them (`StreamSpec`,
-`DataConfig`, `BaseSpec`, `MaskSpec`, `SearchConfig`, `InferenceConfig`, `NNsConfig`), so each
-default is written once; `RunSpec` (how the job runs) is the config layer's own. Everything is
-checked before anything runs, cross-field rules included (options against the architecture and the
-mask method, outputs against the stream's classes, density against the method, inference against
-BatchNorm).
+A spec says its learner kind once, in `learn` (masks, weights, fine_tune or translation); the kind
+decides which sections it reads (config/kinds/), and a section or run field it does not read is an
+error naming the field and the kind, never silently ignored. Everything is checked before anything
+runs, cross-field rules included (options against the architecture and the mask method, outputs
+against the stream's classes, density against the method, inference against BatchNorm).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 
-from supermask.config.reservoir_checks import check_reservoir_fields
+from supermask.config.kinds import SPEC_KINDS, refuse_unused, spec_kind
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
-from supermask.config.translation_spec import check_translation_spec
-from supermask.core.bases.networks import ARCHITECTURES, BaseSpec, check_base_options, uses_batchnorm
-from supermask.core.fields import check_options, choices, in_range
-from supermask.core.hopfield.recovery import RecoveryConfig
-from supermask.core.inference.nns import NNsConfig
-from supermask.core.inference.one_shot import InferenceConfig
-from supermask.core.masks import MASK_METHODS, MaskSpec, check_mask_spec
-from supermask.core.probes.probe import ProbeConfig
-from supermask.core.search.stacked_search import SearchConfig
-from supermask.core.translation.settings import TranslationSettings
-from supermask.core.weights import WEIGHT_METHODS, WeightSpec, check_weight_spec
-from supermask.data import STREAMS, DataConfig, StreamSpec, stream_of, stream_options
-from supermask.data.translation_streams import is_translation_stream
-from supermask.store.reservoir_layout import StoreSpec
+from supermask.config.sections import GN_SCENARIOS, NAME, SCENARIOS, RunSpec, Spec
+from supermask.core.fields import check_options
+from supermask.data import STREAMS, Stream, stream_of, stream_options
 
-__all__ = ["RunSpec", "Spec", "SpecError", "dump_spec", "load_spec", "spec_from_dict"]
+__all__ = [
+    "GN_SCENARIOS",
+    "SCENARIOS",
+    "RunSpec",
+    "Spec",
+    "SpecError",
+    "dump_spec",
+    "load_spec",
+    "spec_from_dict",
+]
 
-SCENARIOS = ("GG", "GNs", "GNu", "NNs")
-LEARN = ("masks", "weights")  # what a run learns: supermasks over the frozen base, or trained weights
-GN_SCENARIOS = ("GNs", "GNu")
-STRATEGIES = ("task_parallel", "data_parallel")
-NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # the task-id alphabet: a name is a folder under runs/
+# Fields a spec of an earlier version may hold -> what to write instead (the kind is said in `learn` now).
+_MODE_NOW = {
+    "per_task": "remove weights.mode: learn: weights trains one network per task",
+    "fine_tune": "write learn: fine_tune instead of learn: weights, and remove weights.mode",
+}
 
 
-@dataclass
-class RunSpec:
-    """How the job runs on Ray: the `run` section (never part of a mask's provenance)."""
-
-    scenario: str = field(default="GG", metadata=choices(*SCENARIOS))
-    out: str | None = None  # default runs/<spec name>
-    # task_parallel: each Ray Train worker searches its own tasks; data_parallel: all workers share
-    # every task's batches (DDP-style gradient averaging), one task after another.
-    strategy: str = field(default="task_parallel", metadata=choices(*STRATEGIES))
-    num_workers: int | None = field(default=None, metadata=in_range(1))  # None: one per CPU (or per GPU)
-    use_gpu: bool = False
-    # Most tasks one worker searches as one stack. None: from the device's free memory and the base's
-    # size (on a CPU, where stacking does not speed a step up, enough to give every worker work).
-    tasks_per_worker: int | None = field(default=None, metadata=in_range(1))
-    threads_per_worker: int = field(default=1, metadata=in_range(1))
-    # float32 matmuls: highest (exact), high (TF32 on GPUs that have it) or medium (bf16)
-    matmul_precision: str = field(default="highest", metadata=choices("highest", "high", "medium"))
-    # mask-store shard actors (fixed once a store exists)
-    shards: int = field(default=2, metadata=in_range(1))
-    # Seconds of work between a block's checkpoints. None: as often as keeps checkpoints under 5% of
-    # the time (none in a block's first 10 s); 0: never.
-    checkpoint_seconds: float | None = field(default=None, metadata=in_range(0.0))
-    max_failures: int = field(default=3, metadata=in_range(-1))  # worker-group restarts Ray Train may make
-    storage_path: str | None = None  # Ray Train's storage (shared storage on a cluster); default OUT/train
-    eval_batch_size: int = field(default=1000, metadata=in_range(1))
-
-
-@dataclass
-class Spec:
-    """A validated task-stream spec: what to learn (stream, data, base, mask, search) and how to run it."""
-
-    name: str = "run"
-    learn: str = field(default="masks", metadata=choices(*LEARN))
-    stream: StreamSpec = field(default_factory=StreamSpec)
-    data: DataConfig = field(default_factory=DataConfig)
-    base: BaseSpec = field(default_factory=BaseSpec)
-    mask: MaskSpec = field(default_factory=MaskSpec)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    run: RunSpec = field(default_factory=RunSpec)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    nns: NNsConfig = field(default_factory=NNsConfig)
-    store: StoreSpec = field(default_factory=StoreSpec)
-    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    probes: ProbeConfig = field(
-        default_factory=ProbeConfig
-    )  # norm, churn and saturation probes (every: 0 = off)
-    weights: WeightSpec = field(default_factory=WeightSpec)  # with learn: weights
-    translation: TranslationSettings = field(default_factory=TranslationSettings)  # translation streams
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["base"].pop("input_shape")  # resolved from the stream, never written in a spec
-        for key in ("resolution", "channels"):  # likewise
-            d["translation"].pop(key)
-        return d
-
-
-def _check_cross_fields(spec: Spec) -> None:
-    """The rules that tie fields of different sections together; SpecError naming the field."""
-    if not NAME.fullmatch(spec.name) or set(spec.name) == {"."}:
+def _refuse_old_fields(data: dict) -> None:
+    """SpecError saying exactly what to write instead of a field the learner kind replaced."""
+    weights = data.get("weights")
+    if isinstance(weights, dict) and "mode" in weights:
+        mode = weights["mode"]
+        now = _MODE_NOW.get(mode, f"use learn: {' or learn: '.join(SPEC_KINDS.names())}")
         raise SpecError(
-            f"name: got {spec.name!r}; a name is the run's folder under runs/: use 1-128 characters from "
-            "A-Z a-z 0-9 _ . - (not only dots)"
+            f"weights.mode: got {mode!r}; the learner kind is said once, in `learn`, so weights.mode is gone: {now}"
         )
+
+
+def _check_stream(spec: Spec) -> Stream:
+    """The spec's stream (reading no data), its name and options checked."""
     if spec.stream.name not in STREAMS:
         raise SpecError(f"stream.name: got {spec.stream.name!r}; known: {', '.join(STREAMS.names())}")
     try:
@@ -118,100 +60,46 @@ def _check_cross_fields(spec: Spec) -> None:
     except ValueError as e:
         raise SpecError(str(e)) from None
     try:
-        stream = stream_of(spec.stream, spec.data)  # reads no data
+        return stream_of(spec.stream, spec.data)  # reads no data
     except ValueError as e:
         raise SpecError(f"stream: {e}") from None
-    if is_translation_stream(spec.stream.name):
-        return check_translation_spec(spec, stream)
-    if spec.translation != TranslationSettings():
-        raise SpecError(
-            f"translation: stream {spec.stream.name!r} is not a translation stream; remove the translation "
-            f"section (it applies to streams {', '.join(n for n in STREAMS.names() if is_translation_stream(n))})"
-        )
-    if spec.base.arch not in ARCHITECTURES:
-        raise SpecError(f"base.arch: got {spec.base.arch!r}; known: {', '.join(ARCHITECTURES.names())}")
-    if spec.mask.method not in MASK_METHODS:
-        raise SpecError(f"mask.method: got {spec.mask.method!r}; known: {', '.join(MASK_METHODS.names())}")
-    try:
-        check_base_options(spec.base)
-        check_mask_spec(spec.mask)
-        stream.resolve_base(spec.base)  # the stream's inputs against what the architecture reads
-    except ValueError as e:
-        raise SpecError(str(e)) from None
-    if stream.input_dtype != torch.float32 and spec.run.scenario != "GG":
-        raise SpecError(
-            f"run.scenario: got {spec.run.scenario!r}; task inference (GNs, GNu, NNs) is not implemented for "
-            f"token streams such as {spec.stream.name!r}: use GG"
-        )
-    _check_weights(spec)
-    if spec.search.epochs is None and spec.search.iterations is None:
-        raise SpecError("search: set search.epochs or search.iterations (the search's budget)")
-    classes = stream.num_classes
-    outputs = spec.base.num_outputs
-    if outputs is not None and outputs < classes:
-        raise SpecError(
-            f"base.num_outputs: got {outputs}; stream {spec.stream.name!r} has {classes} classes per task, so "
-            f"the base needs at least {classes} outputs (leave it unset for exactly {classes})"
-        )
-    infers = spec.run.scenario in (*GN_SCENARIOS, "NNs")
-    if infers and spec.inference.objective == "G" and (outputs is None or outputs <= classes):
-        raise SpecError(
-            f"inference.objective: 'G' needs superfluous output neurons, but base.num_outputs is "
-            f"{outputs}; set base.num_outputs above the stream's {classes} classes (SupSup uses 500) or use 'H'"
-        )
-    if infers and spec.inference.mode == "per_sample" and uses_batchnorm(spec.base):
-        raise SpecError(
-            f"inference.mode: 'per_sample' infers each image alone, but base {spec.base.arch!r} has BatchNorm, "
-            "whose batch statistics need more than one image: use mode per_batch with batch_images >= 2, "
-            "or set base.batchnorm: false"
-        )
-    if (
-        infers
-        and spec.inference.mode == "per_batch"
-        and uses_batchnorm(spec.base)
-        and spec.inference.batch_images < 2
-    ):
-        raise SpecError(
-            f"inference.batch_images: got {spec.inference.batch_images}; base {spec.base.arch!r} has BatchNorm, "
-            "whose batch statistics need at least 2 images per inference"
-        )
 
 
-def _check_weights(spec: Spec) -> None:
-    """The `weights` section against `learn` and the scenario; SpecError naming the field."""
-    if spec.learn == "masks":
-        if spec.weights != WeightSpec():
-            raise SpecError(
-                "weights: set, but learn is 'masks' (the default), so it would be ignored; add learn: weights "
-                "to train weights, or remove the weights section"
-            )
+def _check_learn(spec: Spec, stream: Stream, written: bool) -> None:
+    """The learner kind against the tasks the stream hands out."""
+    kind = spec_kind(spec.learn)
+    if stream.task_form == kind.task_form:
         return
-    if spec.weights.method not in WEIGHT_METHODS:
+    fitting = [k for k in SPEC_KINDS.names() if SPEC_KINDS.get(k).task_form == stream.task_form]
+    streams = [n for n in STREAMS.names() if STREAMS.get(n).task_form == kind.task_form]
+    default = "" if written else " (the default)"
+    raise SpecError(
+        f"learn: got {spec.learn!r}{default}, which learns {kind.what}, but stream {spec.stream.name!r} hands out "
+        f"{stream.task_form} tasks: write learn: {' or '.join(fitting)}, or use a stream such as "
+        f"{', '.join(streams)}"
+    )
+
+
+def _check_cross_fields(spec: Spec, written: bool) -> None:
+    """The rules that tie fields of different sections together; SpecError naming the field."""
+    if not NAME.fullmatch(spec.name) or set(spec.name) == {"."}:
         raise SpecError(
-            f"weights.method: got {spec.weights.method!r}; known: {', '.join(WEIGHT_METHODS.names())}"
+            f"name: got {spec.name!r}; a name is the run's folder under runs/: use 1-128 characters from "
+            "A-Z a-z 0-9 _ . - (not only dots)"
         )
-    try:
-        check_weight_spec(spec.weights)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
-    if spec.run.scenario != "GG":
-        raise SpecError(
-            f"run.scenario: got {spec.run.scenario!r}; trained weights are evaluated with the task id (GG): "
-            "task inference (GNs, GNu, NNs) chooses among masks over one base. Set run.scenario: GG, or "
-            "learn: masks"
-        )
-    if spec.weights.mode == "fine_tune" and spec.run.strategy != "task_parallel":
-        raise SpecError(
-            "run.strategy: fine_tune trains one network through the stream, task after task, in one "
-            "process; data_parallel is for learn: weights with weights.mode: per_task"
-        )
+    stream = _check_stream(spec)
+    _check_learn(spec, stream, written)
+    kind = spec_kind(spec.learn)
+    refuse_unused(spec, kind)
+    kind.check(spec, stream)
 
 
 def spec_from_dict(data: dict, overrides: list[str] = ()) -> Spec:
     """Validate a raw mapping (plus overrides) into a `Spec`."""
-    spec = build(Spec, apply_overrides(data or {}, list(overrides)), "")
-    _check_cross_fields(spec)
-    check_reservoir_fields(spec)
+    data = apply_overrides(data or {}, list(overrides))
+    _refuse_old_fields(data)
+    spec = build(Spec, data, "")
+    _check_cross_fields(spec, written="learn" in data)
     return spec
 
 
@@ -224,5 +112,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
 
 
 def dump_spec(spec: Spec) -> str:
-    """The spec as YAML, loadable by `load_spec`."""
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    """The spec as YAML, loadable by `load_spec`: the sections its learner kind reads."""
+    used = spec_kind(spec.learn).used_sections(spec)
+    d = {k: v for k, v in spec.to_dict().items() if k in ("name", "learn") or k in used}
+    return yaml.safe_dump(d, sort_keys=False)

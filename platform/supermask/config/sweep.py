@@ -19,18 +19,21 @@ from typing import Any
 
 import yaml
 
+from supermask.config.kinds import SPEC_KINDS, spec_kind
 from supermask.config.schema import SpecError, apply_overrides, build, read_yaml
 from supermask.config.spec import Spec, spec_from_dict
 from supermask.core.fields import choices, in_range
-from supermask.data.translation_streams import is_translation_stream
+from supermask.data import STREAMS
 
 ALGORITHMS = ("random", "grid", "optuna", "hyperopt")
 OPTIONAL_ALGORITHMS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # algorithm -> module (and extra)
 SCHEDULERS = ("asha", "none")
-METRICS = ("val_accuracy", "val_accuracy_at_density", "val_hausdorff")  # the last for translation specs
+METRICS = tuple(dict.fromkeys(m for k in SPEC_KINDS.names() for m in SPEC_KINDS.get(k).sweep_metrics))
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCHABLE_SECTIONS = ("base", "mask", "search", "weights", "translation")
 DENSITY_TOLERANCE = 1e-3  # a trial within this of the budget is feasible (top-k rounds to whole weights)
+# run fields of the base spec that a trial never reads -> why (a trial learns its tasks in one process)
+TRIAL_UNUSED_RUN = {"tasks_per_worker": "a trial learns its num_tasks tasks as stacks in one process"}
 _DISTRIBUTION_HELP = (
     "{grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}"
 )
@@ -144,22 +147,14 @@ class Sweep:
         return self.spec.num_samples * math.prod(len(d.points()) for d in crossed)
 
     @property
-    def is_translation(self) -> bool:
-        """Whether the base spec's stream is a translation stream (trials train translation tasks)."""
-        return is_translation_stream(self.base["stream"]["name"])
+    def learn(self) -> str:
+        """The learner kind of the base spec: what every trial learns."""
+        return self.base["learn"]
 
     @property
     def max_epochs(self) -> int | None:
-        """The most epochs a trial can run; None when budgets are given in iterations.
-
-        A translation trial's "epochs" are its measurements (every translation.eval_every steps)."""
-        if self.is_translation:
-            return max(translation_measurements(self.base["translation"], self.space))
-        if self.base["search"]["iterations"] is not None or "search.iterations" in self.space:
-            return None
-        if "search.epochs" in self.space:
-            return max(self.space["search.epochs"].points())
-        return self.base["search"]["epochs"]
+        """The most epochs a trial can report (its kind counts them); None when budgets are given in iterations."""
+        return spec_kind(self.learn).trial_epochs(self.base, self.space)
 
     @property
     def max_t(self) -> int | None:
@@ -179,13 +174,6 @@ class Sweep:
         data.pop("base_spec_path")
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def translation_measurements(translation: dict, space: dict[str, Distribution]) -> list[int]:
-    """How many measurements a translation trial makes, for each budget the sweep can give it."""
-    steps = space["translation.steps"].points() if "translation.steps" in space else [translation["steps"]]
-    every = translation["eval_every"]
-    return [math.ceil(n / every) if every else 1 for n in steps]
 
 
 def plain(value: Any) -> Any:
@@ -375,20 +363,20 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
             "search_space: empty; map spec fields to distributions, e.g. mask.density: {grid: [0.1, 0.5]}"
         )
     base_path, base = _load_base(spec, origin)
-    if base["learn"] == "weights" and base["weights"]["mode"] == "fine_tune":
-        raise SpecError(
-            "base_spec: weights.mode fine_tune trains one network through the whole stream; a sweep scores "
-            "each task's own network: set weights.mode: per_task (e.g. set: {weights.mode: per_task})"
-        )
-    sweep = Sweep(spec, str(base_path), base, {})
-    if sweep.is_translation != (spec.metric == "val_hausdorff"):
-        raise SpecError(
-            f"metric: got {spec.metric!r}; "
-            + (
-                f"base spec {spec.base_spec} trains translation tasks, which are scored by val_hausdorff"
-                if sweep.is_translation
-                else "val_hausdorff scores translation tasks; use val_accuracy or val_accuracy_at_density"
+    kind = spec_kind(base["learn"])
+    if kind.sweep_refusal is not None:
+        raise SpecError(f"base_spec: {kind.sweep_refusal}")
+    for name, why in TRIAL_UNUSED_RUN.items():
+        if base["run"][name] is not None:
+            raise SpecError(
+                f"base_spec {spec.base_spec}: run.{name}: got {base['run'][name]!r}, but a sweep trial does not "
+                f"read it ({why}); remove it (set: {{run.{name}: null}})"
             )
+    sweep = Sweep(spec, str(base_path), base, {})
+    if spec.metric not in kind.sweep_metrics:
+        raise SpecError(
+            f"metric: got {spec.metric!r}; base spec {spec.base_spec} has learn {kind.name!r}, whose trials are "
+            f"scored by {' or '.join(kind.sweep_metrics)}"
         )
     trial_base = sweep.trial_base()
     try:
@@ -402,6 +390,22 @@ def sweep_from_dict(data: dict, origin: Path | None = None) -> Sweep:
     _check_algorithm(sweep)
     _check_scheduler(sweep)
     return sweep
+
+
+def upgrade_record(record: dict) -> dict:
+    """A resolved sweep (`Sweep.to_dict`) recorded before specs said their learner kind in `learn` alone
+    (with weights.mode, or by a translation stream's name), as it reads now."""
+    base = record.get("base")
+    if not isinstance(base, dict):
+        return record
+    base = copy.deepcopy(base)
+    weights = base.get("weights")
+    if isinstance(weights, dict) and "mode" in weights and weights.pop("mode") == "fine_tune":
+        base["learn"] = "fine_tune"
+    stream = (base.get("stream") or {}).get("name")
+    if base.get("learn") == "masks" and stream in STREAMS and STREAMS.get(stream).task_form == "translation":
+        base["learn"] = "translation"
+    return {**record, "base": base}
 
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:

@@ -53,6 +53,8 @@ class Stream:
     """Base class of every stream; subclasses set input_shape and num_classes and implement `_arrays`."""
 
     name: ClassVar[str] = "stream"
+    # What a task is: "labelled" (TaskData: inputs and labels) or "translation" (an unpaired domain pair).
+    task_form: ClassVar[str] = "labelled"
     input_dtype: ClassVar[torch.dtype] = torch.float32  # token streams: torch.int64
     input_shape: tuple[int, ...]
     num_classes: int  # labels per task

@@ -23,7 +23,7 @@ import torch
 
 from supermask.core.translation.evaluation import TranslationTestSet
 from supermask.core.translation.trainer import UnpairedImages
-from supermask.data.streams import STREAMS, Stream, register_stream
+from supermask.data.streams import Stream, register_stream
 from supermask.data.toy_shapes import POLYGON_CHANNEL, ToyShapes, ToyShapesConfig
 from supermask.data.unpaired_folders import LAYOUT, load_unpaired_folders
 
@@ -43,6 +43,7 @@ class TranslationStream(Stream):
     """A stream whose tasks are unpaired image-translation problems (no labels, no classes)."""
 
     num_classes = 0
+    task_form = "translation"
 
     def __init__(self, *, resolution: int = 32, **common: Any) -> None:
         super().__init__(**common)
@@ -64,11 +65,6 @@ class TranslationStream(Stream):
 
     def train_examples(self, t: int) -> int:
         raise TypeError(f"{self.name} is a translation stream; its tasks have no labelled examples")
-
-
-def is_translation_stream(name: str) -> bool:
-    """Whether the stream registered as `name` hands out translation tasks."""
-    return name in STREAMS and issubclass(STREAMS.get(name), TranslationStream)
 
 
 def _task_seed(seed: int, t: int) -> int:

@@ -9,7 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from supermask.interface.reservoir_report import reservoir_summary, resolved_reservoir
 from supermask.interface.store_commands import add_store_parser, run_store_command
 
 log = logging.getLogger("supermask")
@@ -62,97 +61,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolved(spec) -> tuple[object, str]:
-    """The spec resolved into a Recipe, and the lines `--check` prints about what resolving decided."""
-    from supermask.recipes.recipe import Recipe
+def _check(spec) -> int:
+    """`--check`: the spec as its learner kind reads it, and what resolving it decided."""
+    from supermask.config.spec import dump_spec
+    from supermask.data import DatasetUnavailable
+    from supermask.recipes.learners import learner_for
 
-    recipe = Recipe.from_spec(spec)
-    lines = [
-        f"# resolved: data.source {recipe.data.source} ({recipe.data_source})",
-        f"# resolved: base.input_shape {list(recipe.base.input_shape)}, base.num_outputs {recipe.base.num_outputs}, "
-        f"{recipe.num_weights:,} masked weights",
-        f"# resolved: base fingerprint {recipe.base_fingerprint}, provenance {recipe.provenance['hash']}",
-        *resolved_reservoir(recipe),
-    ]
-    return recipe, "\n".join(lines)
+    try:
+        resolved = "\n".join(learner_for(spec).resolved_lines())
+    except DatasetUnavailable as e:
+        resolved = f"# not resolved (the data is not here): {e}"
+    print(dump_spec(spec) + resolved)
+    return 0
 
 
 def _cmd_run(args) -> int:
-    from supermask.config.spec import dump_spec, load_spec
-    from supermask.config.translation_spec import is_translation_spec
-    from supermask.interface.memory_report import forgetting_line, memory_line
+    from supermask.config.spec import load_spec
+    from supermask.interface.learner_sections import run_section
     from supermask.interface.report import write_report
-    from supermask.runtime.fine_tune_job import run_fine_tune
+    from supermask.recipes.learners import learner_for
     from supermask.runtime.job import run_job
-    from supermask.runtime.reservoir_job import run_reservoir_job
     from supermask.runtime.session import ray_session
 
     spec = load_spec(args.spec, args.overrides)
-    if is_translation_spec(spec):
-        from supermask.interface.translation_cli import run_translation_command
-
-        return run_translation_command(args, spec)
-    job = run_reservoir_job if spec.store.has_reservoir else run_job
     if args.check:
-        from supermask.data import DatasetUnavailable
-
-        try:
-            resolved = _resolved(spec)[1]
-        except DatasetUnavailable as e:
-            resolved = f"# not resolved (the data is not here): {e}"
-        print(dump_spec(spec) + resolved)
-        return 0
+        return _check(spec)
+    section = run_section(spec.learn)
     started = time.perf_counter()
     out_dir = args.out or Path(spec.run.out or Path("runs") / spec.name)
-    print(
-        f"supermask run: {spec.name}: {spec.stream.num_tasks} tasks of {spec.stream.name} "
-        f"on {spec.base.arch}, "
-        + (
-            f"weights {spec.weights.method} ({spec.weights.mode})"
-            if spec.learn == "weights"
-            else f"mask {spec.mask.method}"
-        )
-        + f"; output in {out_dir}",
-        flush=True,
-    )
+    print(f"supermask run: {spec.name}: {section.headline(spec)}; output in {out_dir}", flush=True)
     with ThreadPoolExecutor(1) as pool:
-        resolving = pool.submit(_resolved, spec)  # loads the data's metadata while Ray starts
+        resolving = pool.submit(learner_for, spec)  # loads the data's metadata while Ray starts
         with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose) as session:
-            recipe = resolving.result()[0]
-            fine_tune = recipe.learns_weights and recipe.weights.mode == "fine_tune"
-            run = run_fine_tune if fine_tune else job  # fine-tuning is sequential: one actor, not Train
-            result = run(recipe, out_dir, progress=not args.no_progress, relearn=args.relearn)
+            learner = resolving.result()
+            result = run_job(learner, out_dir, progress=not args.no_progress, relearn=args.relearn)
     result.timing["ray_start_seconds"] = session.start_seconds
     result.timing["command_seconds"] = time.perf_counter() - started
     results = write_report(spec, result, out_dir)
-    for t in results["tasks"]:
-        acc = "failed: " + t["error"] if t["error"] else f"{t['accuracy']:.4f}"
-        extra = f"  sparsity {t['sparsity']:.4f}" if t.get("sparsity") is not None else ""
-        if t.get("forgetting") is not None:
-            extra += f"  right after own task {t['accuracy_after_own_task']:.4f}  forgetting {t['forgetting']:+.4f}"
-        print(f"  {t['task']:<24} accuracy {acc}{extra}")
-    avg = results["avg_accuracy"]
-    print(
-        f"average accuracy ({spec.run.scenario}): {avg:.4f}" if avg is not None else "no task was evaluated"
-    )
-    if results.get("avg_accuracy_all_outputs") is not None and recipe.base.num_outputs > recipe.num_classes:
-        print(
-            f"average accuracy, argmax over all {recipe.base.num_outputs} outputs (as SupSup's code scores it): "
-            f"{results['avg_accuracy_all_outputs']:.4f}"
-        )
-    _print_inference(results)
-    for line in reservoir_summary(results):
+    for line in section.console(spec, learner, results, out_dir):
         print(line)
-    if results["memory"]:  # None where the run's records give no size (the reservoir's bytes line says it)
-        print(memory_line(results["memory"]))
-    if results.get("forgetting"):
-        print(forgetting_line(results["forgetting"]))
-    print(f"data: {results['data_source']}")
-    from supermask.interface.report import timing_line
-
-    print(f"time: {timing_line(results['timing'], results['seconds'])}")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
-    if results["failed_tasks"]:
+    if results.get("failed_tasks"):
         print(
             f"{len(results['failed_tasks'])} task(s) failed; run the same command again to retry them "
             "(learned masks are kept)",
@@ -162,24 +111,12 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _print_inference(results: dict) -> None:
-    """The task-inference lines of a GNs/GNu/NNs result."""
-    if results.get("task_inference_accuracy") is not None:
-        inf = results["inference"]
-        print(
-            f"task-inference accuracy: {results['task_inference_accuracy']:.4f} ({inf['inferences']} inferences "
-            f"among {inf['among_masks']} masks, {inf['method']} {inf['objective']} {inf['mode']}; {inf['seconds']:.1f} s)"
-        )
-    if results.get("nns"):
-        nns = results["nns"]
-        print(f"masks allocated without task ids: {nns['num_masks']} for {nns['num_tasks']} tasks")
-
-
 def _cmd_infer(args) -> int:
     from supermask.config.spec import load_spec
+    from supermask.interface.learner_sections import run_section
     from supermask.interface.report import write_report
-    from supermask.recipes.recipe import Recipe
-    from supermask.runtime.inference_job import run_inference, store_root
+    from supermask.recipes.learners import learner_for
+    from supermask.runtime.job import run_inference, store_root
     from supermask.runtime.session import ray_session
 
     spec = load_spec(args.spec, args.overrides)
@@ -188,8 +125,10 @@ def _cmd_infer(args) -> int:
         print(
             f"scenario {spec.run.scenario} in the spec: evaluating GNu (--set run.scenario=GNs for shared labels)"
         )
-        spec.run.scenario = "GNu"
-    recipe = Recipe.from_spec(spec)
+        spec = load_spec(
+            args.spec, [*args.overrides, "run.scenario=GNu"]
+        )  # validated as the scenario it runs
+    learner = learner_for(spec)
     out_dir = args.out or (root.parent if root.name == "store" else root) / f"infer-{spec.run.scenario}"
     print(
         f"supermask infer: {spec.stream.num_tasks} tasks of {spec.stream.name}, scenario {spec.run.scenario}, "
@@ -197,20 +136,17 @@ def _cmd_infer(args) -> int:
         flush=True,
     )
     with ray_session(args.address, log_file=out_dir / "ray.log", quiet=not args.verbose):
-        result = run_inference(recipe, root, progress=not args.no_progress)
+        result = run_inference(learner, root, progress=not args.no_progress)
     results = write_report(spec, result, out_dir)
-    for t in results["tasks"]:
-        print(
-            f"  {t['task']:<24} accuracy {t['accuracy']:.4f}  task inference {t['task_inference_accuracy']:.4f}"
-        )
-    print(f"average accuracy ({spec.run.scenario}): {results['avg_accuracy']:.4f}")
-    _print_inference(results)
+    for line in run_section(spec.learn).infer_console(spec, results):
+        print(line)
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     return 0
 
 
 def _cmd_tune(args) -> int:
     from supermask.config.sweep import dump_sweep, load_sweep
+    from supermask.interface.learner_sections import sweep_section
     from supermask.interface.sweep_report import write_sweep_report
     from supermask.runtime.session import ray_session
     from supermask.runtime.tune_job import run_sweep
@@ -232,30 +168,19 @@ def _cmd_tune(args) -> int:
     except KeyboardInterrupt:
         print("supermask: interrupted; run the same command again to resume the sweep", file=sys.stderr)
         return 130
-    if sweep.is_translation:
-        from supermask.interface.translation_sweep_report import write_translation_sweep_report
-
-        record = write_translation_sweep_report(sweep, outcome, out_dir)
-    else:
-        record = write_sweep_report(sweep, outcome, out_dir)
+    record = write_sweep_report(sweep, outcome, out_dir)
     counts = record["status_counts"]
     print(
         f"{record['num_trials']} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
         f"early, {counts['error']} failed, {counts['unfinished']} unfinished; {outcome.seconds:.1f} s"
     )
     best = record["best"]
-    if best is not None and sweep.is_translation:
+    if best is not None:
+        from supermask.recipes.results import TrialRecord
+
         settings = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-        print(
-            f"best: {best['trial_id']} ({settings}): validation Hausdorff score {best['metrics']['val_hausdorff']:.4f}"
-        )
-        print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'best.yaml'} and {out_dir / 'report.md'}")
-    elif best is not None:
-        settings = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-        print(
-            f"best: {best['trial_id']} ({settings}): val accuracy {best['metrics']['val_accuracy']:.4f} "
-            f"at density {best['metrics']['density']:.4f}"
-        )
+        trial = TrialRecord(best["trial_id"], best["config"], "completed", 0, None, metrics=best["metrics"])
+        print(f"best: {best['trial_id']} ({settings}): {sweep_section(sweep.learn).score(trial)}")
         print(f"wrote {out_dir / 'sweep.json'}, {out_dir / 'best.yaml'} and {out_dir / 'report.md'}")
     if not record["finished"] or counts["error"]:
         print(

@@ -1,46 +1,38 @@
 """What a run's method needs to keep per task, and forgetting: the numbers that set SupSup beside its baselines.
 
 - masks: one packed mask per task (1 bit per weight); the base is rebuilt from its seed, never stored.
-- weights, per_task: one trained network per task, each in its smallest format (dense, bitmap or
-  CSR; fp32 or fp16).
-- weights, fine_tune: ONE network serves every task, so its bytes are shared by all of them; the
-  store also keeps the network as it stood after each task (to resume, and to measure forgetting),
-  reported apart as `snapshot_bytes`.
+- weights: one trained network per task, each in its smallest format (dense, bitmap or CSR; fp32 or
+  fp16).
+- fine-tuning: ONE network serves every task, so its bytes are shared by all of them; the store also
+  keeps the network as it stood after each task (to resume, and to measure forgetting), reported
+  apart as `snapshot_bytes`.
 """
 
 from __future__ import annotations
 
-from supermask.config.spec import Spec
 from supermask.recipes.results import JobResult
 
 
-def memory_summary(spec: Spec, result: JobResult) -> dict | None:
-    """Bytes a run's method keeps for all its tasks and per task (None if no task has a stored size)."""
+def memory_summary(
+    result: JobResult, learn: str, mode: str | None, kept: str, shared: bool = False
+) -> dict | None:
+    """Bytes a run's method keeps for all its tasks and per task (None if no task has a stored size).
+
+    `kept` says what is kept, in words; `shared`: one record (the last) serves every task.
+    """
     sizes = [t.stored_bytes for t in result.tasks if t.stored_bytes is not None]
     if not sizes:
         return None
-    dense_network = 4 * result.num_weights  # float32 values of every masked weight
-    if spec.learn == "masks":
-        total, kept = (
-            sum(sizes),
-            "one packed mask per task (1 bit per weight); the base is rebuilt from its seed",
-        )
-    elif spec.weights.mode == "per_task":
-        total, kept = (
-            sum(sizes),
-            f"one trained network per task ({spec.weights.dtype}, sparse formats where they pay)",
-        )
-    else:
-        total, kept = sizes[-1], "one fine-tuned network for every task (the last task's)"
+    total = sizes[-1] if shared else sum(sizes)
     summary = {
-        "learn": spec.learn,
-        "mode": None if spec.learn == "masks" else spec.weights.mode,
+        "learn": learn,
+        "mode": mode,
         "total_bytes": int(total),
         "bytes_per_task": total / len(result.tasks),
-        "dense_network_bytes": dense_network,
+        "dense_network_bytes": 4 * result.num_weights,  # float32 values of every masked weight
         "kept": kept,
     }
-    if spec.learn == "weights" and spec.weights.mode == "fine_tune":
+    if shared:
         summary["snapshot_bytes"] = int(
             sum(sizes)
         )  # the network after every task, for resuming and forgetting
@@ -78,11 +70,11 @@ def _fmt(value, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def weights_table(result: JobResult, fine_tune: bool) -> list[str]:
+def weights_table(result: JobResult, forgetting: bool) -> list[str]:
     """report.md rows for a run that trained weights: accuracy, sparsity, bytes (and forgetting)."""
     head = "| task | accuracy | sparsity | stored bytes | train acc | search s |"
     rule = "| --- | --- | --- | --- | --- | --- |"
-    if fine_tune:
+    if forgetting:
         head += " right after own task | forgetting |"
         rule += " --- | --- |"
     rows = [head + " note |", rule + " --- |"]
@@ -92,7 +84,7 @@ def weights_table(result: JobResult, fine_tune: bool) -> list[str]:
             f"| {t.task_id} | {_fmt(t.accuracy)} | {_fmt(t.sparsity)} | {t.stored_bytes or ''} | "
             f"{_fmt(t.train_accuracy)} | {_fmt(t.search_seconds, 1)} |"
         )
-        if fine_tune:
+        if forgetting:
             row += f" {_fmt(t.accuracy_after_own_task)} | {_fmt(t.forgetting)} |"
         rows.append(row + f" {note} |")
     return rows

@@ -1,4 +1,4 @@
-"""The reservoir part of a run's outputs: what `--check` resolved, the CLI's summary lines, report.md and recovery.png."""
+"""The reservoir part of a run's outputs: the CLI's summary lines, report.md and recovery.png."""
 
 from __future__ import annotations
 
@@ -7,22 +7,6 @@ from pathlib import Path
 
 def _mb(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 1e6:,.2f} MB" if n >= 1e5 else f"{n:,} B"
-
-
-def resolved_reservoir(recipe) -> list[str]:
-    """`--check` lines: the size each reservoir will have, its bytes and estimated capacity."""
-    if not recipe.store.has_reservoir:
-        return []
-    from supermask.core.hopfield.reservoir import Reservoir
-
-    spec = recipe.store.reservoir
-    r = Reservoir(list(recipe.reservoir_dims), spec.rule, spec.dtype)
-    shape = " + ".join(f"{d}x{d}" for d in recipe.reservoir_dims)
-    return [
-        f"# resolved: store.kind {recipe.store.kind}: {spec.shards} reservoir(s) of {shape} ({spec.rule}, "
-        f"{spec.dtype}), {_mb(r.nbytes)} each, estimated capacity ~{r.capacity()} patterns each; the same bytes "
-        f"hold {r.packed_bits_equivalent():,} neuron masks as packed bits"
-    ]
 
 
 def reservoir_summary(results: dict) -> list[str]:

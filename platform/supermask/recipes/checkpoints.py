@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from supermask.core.files import atomic_write
+from supermask.recipes.recipe import stale_tasks
 
 
 class CheckpointError(RuntimeError):
@@ -44,3 +45,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict | None:
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it is "
             "damaged: delete it to learn those tasks from the start"
         ) from None
+
+
+def check_checkpoints(recipe, folder: Path, relearn: bool) -> None:
+    """Refuse (ProvenanceError) or, with relearn, delete the checkpoints in `folder` made with other
+    settings than the recipe's (any recipe with a `provenance`)."""
+    checkpoints = {
+        path.stem: (load_checkpoint(path) or {}).get("provenance") or {}
+        for path in sorted(folder.glob("*.pt"))
+    }
+    for name in stale_tasks(recipe, checkpoints, str(folder), relearn, what="checkpoint(s)"):
+        (folder / f"{name}.pt").unlink(missing_ok=True)

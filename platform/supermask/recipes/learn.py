@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supermask.core.probes.search_probe import SearchProbe
-from supermask.core.records.packing import TaskMask
 from supermask.core.search.stacked_search import StackedSearch
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from supermask.recipes.recipe import Workbench
@@ -75,7 +74,7 @@ class CheckpointPolicy:
 class BlockOutcome:
     """A learned block: its records (with GG accuracy in their metrics) and where its time went."""
 
-    masks: list[TaskMask]  # or TaskWeights, when the recipe learns weights
+    records: list  # one per task of the block: TaskMask, TaskWeights or a learner's own record
     search_seconds: float = 0.0
     evaluate_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
@@ -123,6 +122,7 @@ def learn_block(
     outcome = BlockOutcome([], resumed_from_step=search.step)
     if on_start is not None:
         on_start(search)
+    started = time.perf_counter()  # the probes' time is part of the search's, the first probe's too
     probe = None
     if probe_sink is not None and bench.recipe.probes.enabled:
         probe = SearchProbe(search, bench.recipe.probes, probe_sink)
@@ -133,11 +133,10 @@ def learn_block(
     if checkpoint is not None and write_checkpoints:
 
         def save(state: dict) -> None:
-            started = time.perf_counter()
+            began = time.perf_counter()
             save_checkpoint(state, checkpoint)
-            policy.wrote(time.perf_counter() - started)
+            policy.wrote(time.perf_counter() - began)
 
-    started = time.perf_counter()
     masks = search.run(
         list(hooks), should_checkpoint=policy.due, on_checkpoint=save, before_result=before_result
     )
@@ -155,7 +154,7 @@ def learn_block(
             mask.metrics.update(
                 probes=probe.probes, probe_stack_seconds=probe.seconds, probe_overhead=probe.overhead()
             )
-    outcome.masks = masks
+    outcome.records = masks
     if probe is not None:
         outcome.probe_records, outcome.probe_seconds = probe.last, probe.seconds
     return outcome

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from supermask.config.kinds import spec_kind
 from supermask.config.spec import RunSpec, Spec
 from supermask.core.bases.networks import BaseNetwork, BaseSpec, build_base
 from supermask.core.evaluate import Accuracy, evaluate_mask, stacked_accuracy
@@ -24,7 +25,6 @@ from supermask.core.hopfield.recovery import RecoveryConfig
 from supermask.core.inference.nns import NNsConfig
 from supermask.core.inference.one_shot import InferenceConfig
 from supermask.core.masks import MaskSpec
-from supermask.core.masks.neuron import neuron_dims
 from supermask.core.probes.probe import ProbeConfig
 from supermask.core.records.packing import TaskMask
 from supermask.core.records.weights import TaskWeights
@@ -61,14 +61,17 @@ class Recipe:
         default_factory=StoreSpec
     )  # what is kept of each task (never part of provenance)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    reservoir_dims: tuple[int, ...] = ()  # neurons per hidden layer: each reservoir's matrix sizes
+    layer_shapes: tuple[tuple[int, ...], ...] = ()  # of the base's masked weights
     probes: ProbeConfig = ProbeConfig()  # what every search of the recipe is probed with (not provenance)
-    learn: str = "masks"  # or "weights": trained weights (the `weights` section) instead of masks
+    learn: str = "masks"  # the spec's learner kind
     weights: WeightSpec = WeightSpec()
+    method: MaskSpec | WeightSpec = MaskSpec()  # what learns each task: `mask` or `weights`, by kind
+    method_name: str = "mask"  # for messages: e.g. "mask topk" or "weights str (per_task)"
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Recipe:
         """Resolve a validated spec (loads the dataset's metadata and builds the base once)."""
+        kind = spec_kind(spec.learn)
         stream = stream_of(spec.stream, spec.data)
         # Resolved here, once: the source the driver found, and an absolute data folder (workers run
         # in folders of Ray's choosing, where a relative path would point elsewhere).
@@ -82,13 +85,9 @@ class Recipe:
             "data": stream.data_identity(),
             "base": base.to_dict(),
             "base_fingerprint": fingerprint,
-            "mask": dataclasses.asdict(spec.mask),
             "search": {k: v for k, v in dataclasses.asdict(spec.search).items() if k != "log_every"},
+            **kind.record_fields(spec),  # the method's section: what makes a mask a mask of these settings
         }
-        if spec.learn == "weights":  # a mask run's provenance is as it always was
-            del fields["mask"]
-            fields["learn"] = "weights"
-            fields["weights"] = dataclasses.asdict(spec.weights)
         return cls(
             name=spec.name,
             stream=spec.stream,
@@ -103,29 +102,20 @@ class Recipe:
             num_weights=sum(int(w.numel()) for w in built.weights()),
             data_source=stream.data_source,
             base_fingerprint=fingerprint,
-            provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            provenance={"hash": provenance_hash(fields), "fields": plain_json(fields)},
             store=spec.store,
             recovery=spec.recovery,
-            reservoir_dims=tuple(neuron_dims(built.layer_shapes)) if spec.store.has_reservoir else (),
+            layer_shapes=tuple(tuple(int(d) for d in s) for s in built.layer_shapes),
             probes=spec.probes,
             learn=spec.learn,
             weights=spec.weights,
+            method=kind.method(spec),
+            method_name=kind.method_name(spec),
         )
 
     @property
     def scenario(self) -> str:
         return self.run.scenario
-
-    @property
-    def learns_weights(self) -> bool:
-        return self.learn == "weights"
-
-    @property
-    def method_name(self) -> str:
-        """What learns each task, for messages: e.g. "mask topk" or "weights str (per_task)"."""
-        if self.learns_weights:
-            return f"weights {self.weights.method} ({self.weights.mode})"
-        return f"mask {self.mask.method}"
 
     def task_ids(self) -> list[str]:
         """The ids of every task of the stream, in order."""
@@ -133,14 +123,14 @@ class Recipe:
         return [stream.task_id(t) for t in range(self.stream.num_tasks)]
 
 
-def _plain(value):
+def plain_json(value):
     """A JSON round trip: tuples become lists, so stored and fresh provenance compare equal."""
     return json.loads(json.dumps(value, sort_keys=True, default=list))
 
 
 def provenance_hash(fields: dict) -> str:
     """blake2b of the canonical JSON of provenance fields."""
-    text = json.dumps(_plain(fields), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(plain_json(fields), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -168,6 +158,7 @@ class Workbench:
                 "draws different weights; install the same versions on every node"
             )
         self._tasks: dict[int, TaskData] = {}
+        self.cache: dict = {}  # what a learner keeps beside the bench in this process (e.g. masks on a GPU)
 
     def task(self, t: int) -> TaskData:
         """Task t's tensors (the last two asked for are kept: a task is searched, then evaluated)."""
@@ -186,7 +177,7 @@ class Workbench:
         return StackedSearch(
             self.base,
             self.stream.stacked(ts, "train", self.device),
-            self.recipe.weights if self.recipe.learns_weights else self.recipe.mask,
+            self.recipe.method,
             self.recipe.search,
             seeds=[task_seed(self.recipe.search.seed, t) for t in ts],
             task_ids=[self.stream.task_id(t) for t in ts],

@@ -54,8 +54,9 @@ class TaskOutcome:
     inferred: dict[str, int] | None = None  # inferred mask id -> test samples
     stored_bytes: int | None = None  # the record as stored (a mask's packed bits; weights in their formats)
     sparsity: float | None = None  # trained weights: fraction that are zero
-    accuracy_after_own_task: float | None = None  # fine_tune: right after learning this task
-    forgetting: float | None = None  # fine_tune: accuracy_after_own_task - accuracy (after the last task)
+    accuracy_after_own_task: float | None = None  # fine-tuning: right after learning this task
+    forgetting: float | None = None  # fine-tuning: accuracy_after_own_task - accuracy (after the last task)
+    meta: dict | None = None  # the stored record's metadata, for learners whose report reads it (translation)
 
 
 @dataclass
@@ -84,7 +85,7 @@ class JobResult:
     reservoir: dict | None = (
         None  # store.kind reservoir/both: the reservoirs, their bytes, recovery without ids
     )
-    forgetting: dict | None = None  # fine_tune: the accuracy matrix and average forgetting
+    forgetting: dict | None = None  # fine-tuning: the accuracy matrix and average forgetting
 
 
 def fill_from_record(outcome: TaskOutcome, record) -> None:
@@ -93,11 +94,15 @@ def fill_from_record(outcome: TaskOutcome, record) -> None:
     outcome.mask_bytes = getattr(record, "mask_bytes", None)  # masks only
     outcome.stored_bytes = outcome.mask_bytes if outcome.mask_bytes is not None else record.stored_bytes()
     outcome.sparsity = getattr(record, "sparsity", None)  # weights only
-    metrics = record.metrics
+    fill_from_metrics(outcome, record.metrics)
+
+
+def fill_from_metrics(outcome: TaskOutcome, metrics: dict) -> None:
+    """Copy what a stored record's metrics say into `outcome`: GG numbers measured by the worker on the
+    device, on the very record it stored."""
     outcome.train_accuracy = metrics.get("train_accuracy")
     outcome.search_seconds = metrics.get("seconds")
     outcome.resumed_at_steps = metrics.get("resumed_at_steps", [])
-    # GG: measured by the worker on the device, on the very record it stored
     outcome.accuracy = metrics.get("test_accuracy")
     outcome.accuracy_all_outputs = metrics.get("test_accuracy_all_outputs")
 

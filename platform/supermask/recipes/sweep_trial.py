@@ -1,6 +1,6 @@
-"""The Ray-free part of a sweep trial: its tasks searched as stacks, one epoch at a time, scored on validation.
+"""The Ray-free part of a sweep trial of stacked searches: its tasks as stacks, one epoch at a time, scored on validation.
 
-The runtime (runtime/tune_trial.py) wraps this with Ray Tune's reports and checkpoints.
+The runtime (runtime/tune_trial.py) wraps a `StackedTrial` with Ray Tune's reports and checkpoints.
 """
 
 from __future__ import annotations
@@ -84,3 +84,33 @@ def epoch_metrics(
         "search_seconds": float(sum(s.seconds for _, s in stacks)),
         **{f"probe_{k}": v for k, v in summary([r for p in probes for r in p.last]).items()},
     }
+
+
+class StackedTrial:
+    """A sweep trial of stacked searches (TrialWork): one reported epoch advances every stack one epoch of steps."""
+
+    headline = ("val_accuracy", "density")
+
+    def __init__(self, bench: Workbench, sweep: Sweep) -> None:
+        self.bench, self.sweep = bench, sweep
+        self.stacks = trial_stacks(bench)
+        self.planned = planned_epochs(self.stacks)
+        self._probes: list[SearchProbe] | None = None
+
+    def _started_probes(self) -> list[SearchProbe]:
+        if self._probes is None:  # started at the first epoch, after a restore: they probe the restored state
+            self._probes = trial_probes(self.bench, self.stacks)
+        return self._probes
+
+    def advance(self, epoch: int) -> None:
+        advance_one_epoch(self.stacks, epoch, self._started_probes())
+
+    def metrics(self, epoch: int) -> dict:
+        return epoch_metrics(self.sweep, self.bench, self.stacks, epoch, self.planned, self._started_probes())
+
+    def state_dict(self) -> dict:
+        return {"searches": [s.state_dict() for _, s in self.stacks]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for (_, search), saved in zip(self.stacks, state["searches"], strict=True):
+            search.load_state_dict(saved)

@@ -18,7 +18,7 @@ from supermask.core.evaluate import predictions
 from supermask.core.inference.mask_bank import MaskBank
 from supermask.core.inference.one_shot import InferenceConfig, infer_groups, inference_groups, mean_masks
 from supermask.recipes.recipe import Workbench
-from supermask.recipes.results import InferenceOutcome
+from supermask.recipes.results import InferenceOutcome, JobResult, TaskOutcome
 
 
 def evaluate_inference(
@@ -128,3 +128,17 @@ def evaluate_gn_tasks(
             start += len(groups[k])
             out.append(outcome)
     return out
+
+
+def fill_gn_outcomes(
+    outcomes: dict[int, TaskOutcome], inferred: list[InferenceOutcome], result: JobResult
+) -> None:
+    """Copy GN outcomes (in task order) into a job's TaskOutcomes and its JobResult."""
+    for o in inferred:
+        task = outcomes[o.index]
+        task.accuracy, task.gg_accuracy = o.accuracy, o.gg_accuracy
+        task.task_inference_accuracy, task.inferred = o.task_inference_accuracy, o.inferred
+    samples = sum(o.samples for o in inferred)
+    result.task_inference_accuracy = sum(o.task_correct for o in inferred) / samples if samples else None
+    result.inference_seconds = sum(o.seconds for o in inferred)
+    result.inferences = sum(o.inferences for o in inferred)

@@ -1,6 +1,6 @@
-"""Train a translation task: the unit of work a runtime schedules for translation streams (no Ray here).
+"""Train a translation task: the unit of work of the translation learner (no Ray here).
 
-A spec whose stream is a translation stream resolves into a `TranslationRecipe` (the resolution from
+A spec with `learn: translation` resolves into a `TranslationRecipe` (the resolution from
 the stream, the data source, the base fingerprint of supermask tasks, the provenance hash of what
 produces a task's generators). `train_translation_task` trains one task, resuming from and writing
 a checkpoint at a cadence in seconds (recipes/checkpoints.py, provenance checked), measures it every
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from supermask.config.kinds.translation import resolved_settings
 from supermask.config.spec import RunSpec, Spec
-from supermask.config.translation_spec import resolved_settings
 from supermask.core.masks import MaskSpec
 from supermask.core.probes.probe import ProbeConfig
 from supermask.core.search.stacked_search import task_seed
@@ -35,8 +35,8 @@ from supermask.core.translation.trainer import TranslationTrainer, base_fingerpr
 from supermask.data import DataConfig, StreamSpec, stream_of
 from supermask.data.translation_streams import TranslationStream, TranslationTask
 from supermask.recipes.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from supermask.recipes.learn import CheckpointPolicy
-from supermask.recipes.recipe import _plain, provenance_hash
+from supermask.recipes.learn import BlockOutcome, CheckpointPolicy
+from supermask.recipes.recipe import plain_json, provenance_hash
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TranslationRecipe:
             data_source=stream.data_source,
             base_fingerprint=fingerprint,
             num_weights=2 * sum(int(w.numel()) for w in weights.values()),
-            provenance={"hash": provenance_hash(fields), "fields": _plain(fields)},
+            provenance={"hash": provenance_hash(fields), "fields": plain_json(fields)},
             probes=spec.probes,
         )
 
@@ -103,18 +103,16 @@ class TranslationRecipe:
 
 
 @dataclass
-class TranslationOutcome:
-    """A trained task: its record for the store and where the time went."""
+class TranslationOutcome(BlockOutcome):
+    """A trained task, a block of one: its record for the store and where the time went (search_seconds:
+    the training time, probes of the networks included)."""
 
-    record: TranslationRecord
-    train_seconds: float = 0.0
-    evaluate_seconds: float = 0.0
-    checkpoint_seconds: float = 0.0
-    checkpoints: int = 0
-    resumed_from_step: int = 0
-    probe_seconds: float = 0.0  # probes of the networks (part of train_seconds)
     probes: int = 0
     samples: list[str] = field(default_factory=list)  # sample-grid PNGs written
+
+    @property
+    def record(self) -> TranslationRecord:
+        return self.records[0]
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -150,7 +148,10 @@ class TranslationBench:
         return TranslationTrainer(self.recipe.task_settings(t), self.device, mask=self.recipe.mask, **options)
 
 
-def _scores(trainer: TranslationTrainer, task: TranslationTask, eval_size: int, split: str = "test") -> dict:
+def task_scores(
+    trainer: TranslationTrainer, task: TranslationTask, eval_size: int, split: str = "test"
+) -> dict:
+    """Both directions of a trainer's translations scored on the first `eval_size` test (or val) pairs."""
     test = (task.val if split == "val" else task.test).head(eval_size)
     return evaluate_translation(
         lambda imgs: trainer.translate(imgs, "xy"), lambda imgs: trainer.translate(imgs, "yx"), test
@@ -193,9 +194,11 @@ def train_translation_task(
             except ValueError as e:
                 raise CheckpointError(f"{checkpoint}: {e}") from None
             saved = {k: state.get(k, v) for k, v in saved.items()}
-    outcome = TranslationOutcome(record=None, resumed_from_step=trainer.step)  # type: ignore[arg-type]
+    outcome = TranslationOutcome([], resumed_from_step=trainer.step)
     if on_start is not None:
         on_start(trainer)
+    spent = float(saved["seconds"])
+    started = time.perf_counter()  # the probes' time is part of the training's, the first probe's too
     probe = None
     if probe_sink is not None and recipe.probes.enabled:
         images = {"x": task.train.x, "y": task.train.y}
@@ -208,12 +211,10 @@ def train_translation_task(
     losses: list[dict] = list(saved["losses"])
     loss_every = max(1, settings.steps // LOSS_POINTS)
     pending = [s for s in eval_steps(settings) if s > trainer.step]
-    spent = float(saved["seconds"])
-    started = time.perf_counter()
 
     def measure(step: int) -> None:
         began = time.perf_counter()
-        scores = _scores(trainer, task, settings.eval_size)
+        scores = task_scores(trainer, task, settings.eval_size)
         scores["step"] = step
         evals.append(scores)
         if samples_dir is not None:
@@ -260,24 +261,25 @@ def train_translation_task(
 
     trainer.run(task.train, settings.steps, on_step=on_step, hooks=hooks)
     spent += time.perf_counter() - started
-    outcome.train_seconds = spent - outcome.evaluate_seconds - policy.write_seconds
+    outcome.search_seconds = spent - outcome.evaluate_seconds - policy.write_seconds
     outcome.checkpoint_seconds, outcome.checkpoints = policy.write_seconds, policy.writes
     metrics: dict = {"task_index": int(t), "steps": trainer.step, "seconds": spent, "evals": evals}
-    metrics["train_seconds"] = outcome.train_seconds
+    metrics["train_seconds"] = outcome.search_seconds
     if probe is not None:
         outcome.probe_seconds, outcome.probes = saved["probe_seconds"] + probe.seconds, probe.probes
         metrics["probe_seconds"] = outcome.probe_seconds  # before a resume too, as `seconds`
     metrics["losses"] = losses
     if evaluate:
-        metrics["final"] = evals[-1] if evals else _scores(trainer, task, settings.eval_size)
+        metrics["final"] = evals[-1] if evals else task_scores(trainer, task, settings.eval_size)
         metrics["references"] = references(task.test.head(settings.eval_size))
-    outcome.record = record_from_trainer(
+    record = record_from_trainer(
         trainer,
         task.task_id,
         metrics=_finite(metrics),
         provenance=recipe.provenance,
         fingerprint=recipe.base_fingerprint,
     )
+    outcome.records = [record]
     return outcome
 
 

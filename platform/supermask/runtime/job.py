@@ -1,293 +1,224 @@
-"""The main job on Ray: learn every task of a recipe's stream with Ray Train in stacked blocks, keep
-the masks in the sharded store, and evaluate the scenario: GG from what the workers measured on
-their devices, GNs/GNu on base-network actors that infer each test batch's task among the stored masks."""
+"""The job on Ray, one for every learner: learn what the store lacks as the learner schedules it (one Ray
+Train run over its blocks, or one Ray task for the whole stream), keep the records in its store, and
+evaluate the stream as the learner does; and `supermask infer`, evaluating a stored run."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
 import ray
 import ray.train
-from tqdm.auto import tqdm
 
-from supermask.data import stream_of
-from supermask.recipes.checkpoints import load_checkpoint
-from supermask.recipes.learn import plan_blocks
-from supermask.recipes.recipe import Recipe, stale_tasks
-from supermask.recipes.results import JobResult, TaskOutcome, fill_from_record
-from supermask.runtime.base_actors import base_pool, close_pool
+from supermask.recipes.learners import Evaluation, Learner, Schedule
+from supermask.recipes.results import JobResult, TaskOutcome
+from supermask.runtime.bench_actors import on_benches
 from supermask.runtime.events import read_events
-from supermask.runtime.inference_job import evaluate_gn, fill_gn_outcomes, new_result, run_nns
-from supermask.runtime.mask_store import MaskStore
-from supermask.runtime.placement import check_cluster, num_workers, stack_size
-from supermask.runtime.train_search import SearchPlan, TrainRun
+from supermask.runtime.placement import actor_options, check_cluster, num_workers, process_device, stack_size
+from supermask.runtime.progress import LearningProgress
+from supermask.runtime.stores import open_client
+from supermask.runtime.train_plan import Plan
+from supermask.runtime.train_run import PendingTrain, TrainRun
 
 log = logging.getLogger(__name__)
 
 
 class JobFailed(RuntimeError):
-    """The search could not finish; every mask stored so far is kept, and a rerun resumes."""
+    """The learning could not finish; every record stored so far is kept, and a rerun resumes."""
 
 
-class _LearningProgress:
-    """A progress bar in tasks that follows the workers' events: stored tasks, and the share of its
-    steps each block in progress has taken (a block's tasks finish together)."""
-
-    def __init__(self, task_ids: list[str], events: Path, enabled: bool) -> None:
-        self.task_ids, self.events = set(task_ids), events
-        self.bar = tqdm(
-            total=len(task_ids), desc="learning masks", unit="task", disable=not enabled, bar_format=_BAR
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._since = time.time()
-        self.bar.set_postfix_str("starting Ray Train workers")
-
-    def started(self, plan) -> None:
-        self.bar.set_postfix_str(
-            f"{len(plan.blocks)} block(s) of up to {max(map(len, plan.blocks))} task(s) on {plan.recipe.name}"
-        )
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            self._update()
-
-    def _update(self) -> None:
-        events = [e for e in read_events(self.events) if e["time"] >= self._since]
-        stored = {e["task"] for e in events if e["event"] == "task_stored"} & self.task_ids
-        blocks = {}
-        for e in events:
-            if e["event"] == "block_progress":
-                blocks[e["first"]] = e
-        partial = sum(
-            b["tasks"] * b["step"] / b["steps"] for first, b in blocks.items() if first not in stored
-        )
-        self.bar.n = round(len(stored) + partial, 2)
-        last = [e for e in events if e["event"] == "task_stored"]
-        if stored and last:
-            self.bar.set_postfix_str(f"{last[-1]['task']} test acc {last[-1].get('test_accuracy') or 0:.3f}")
-        self.bar.refresh()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._update()
-        self.bar.close()
+def new_result(learner: Learner, strategy: str, shards: int, workers: int = 0) -> JobResult:
+    """An empty JobResult for a learner's recipe (the resources of the connected Ray cluster, if any)."""
+    recipe = learner.recipe
+    resources = ray.cluster_resources() if ray.is_initialized() else {}
+    return JobResult(
+        base_fingerprint=recipe.base_fingerprint,
+        provenance=recipe.provenance["hash"],
+        data_source=recipe.data_source,
+        num_weights=recipe.num_weights,
+        resources={k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")},
+        strategy=strategy,
+        workers=workers,
+        shards=shards,
+    )
 
 
-_BAR = "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+def run_job(learner: Learner, out_dir: Path, progress: bool = True, relearn: bool = False) -> JobResult:
+    """Learn the learner's stream on the connected Ray into out_dir/store, then evaluate it.
 
-
-def run_job(recipe: Recipe, out_dir: Path, progress: bool = True, relearn: bool = False) -> JobResult:
-    """Learn the recipe's stream on the connected Ray, store masks under out_dir/store, evaluate its scenario.
-
-    GG and GNs/GNu learn with Ray Train and evaluate from the store; NNs learns without task ids in
-    one Ray task. Stored masks or checkpoints of other settings stop the job before it learns
-    anything, unless `relearn` (then they are deleted and learned again). A fresh run starts Ray Train
-    at once and opens the store while its workers start.
+    Stored records or checkpoints of other settings stop the job before it learns anything, unless
+    `relearn` (then they are deleted and learned again). A fresh Ray Train run starts at once and the
+    store opens while its workers start.
     """
-    check_cluster(recipe.run)
-    if recipe.scenario == "NNs":
-        return run_nns(recipe, out_dir, progress)
+    check_cluster(learner.run)
     started = time.perf_counter()
-    out_dir = out_dir.resolve()
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fresh = not (out_dir / "store").exists()
-    train = _start_train(recipe, out_dir, recipe.stream.num_tasks) if fresh else None
-    try:
-        store = MaskStore.open(out_dir / "store", recipe.run.shards)
-    except BaseException:
-        _abandon(train)
-        raise
-    try:
-        result = new_result(recipe, recipe.run.strategy, store.layout.num_shards)
-        _learn_and_evaluate(recipe, out_dir, store, result, progress, relearn, train)
-    finally:
-        store.close()
+    root = out_dir / "store"
+    early = learner.schedule is Schedule.TRAIN and not root.exists()
+    with PendingTrain(
+        TrainRun(learner, out_dir, learner.recipe.stream.num_tasks) if early else None
+    ) as pending:
+        store = learner.open_store(root, open_client)
+        try:
+            ids = learner.task_ids()
+            todo = learner.prepare(store, ids, out_dir, relearn)
+            if len(todo) < len(ids):
+                log.info(
+                    "%d of %d tasks are already stored; learning the other %d",
+                    len(ids) - len(todo),
+                    len(ids),
+                    len(todo),
+                )
+            result = new_result(learner, learner.describe_strategy(), learner.store_shards(store))
+            learned = None
+            if learner.schedule is Schedule.ONE_TASK:
+                learned = _learn_in_one_task(learner, result)
+            else:
+                _learn_on_train(learner, store, ids, todo, out_dir, result, progress, pending)
+            left = set(todo)
+            outcomes = {t: TaskOutcome(t, tid, skipped=t not in left) for t, tid in enumerate(ids)}
+            _evaluate(learner, _evaluation(learner, store, ids, outcomes, result, progress, learned))
+        finally:
+            store.close()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _start_train(recipe: Recipe, out_dir: Path, num_todo: int) -> TrainRun:
-    workers = num_workers(recipe.run, num_todo, recipe.run.strategy == "task_parallel")
-    storage = Path(recipe.run.storage_path) if recipe.run.storage_path else out_dir / "train"
-    return TrainRun(recipe, workers, storage, out_dir / "events.jsonl")
+@ray.remote
+def _learn_stream(learner: Learner):
+    return learner.learn_stream(learner.bench(process_device(learner.run)))
 
 
-def _abandon(train: TrainRun | None) -> None:
-    """Tell a started Train run there is nothing to do, and let it end."""
-    if train is not None:
-        train.start(None)
-        try:
-            train.wait()
-        except Exception:  # the error that made us abandon it is the one to report
-            log.debug("the abandoned Train run failed too", exc_info=True)
+def _learn_in_one_task(learner: Learner, result: JobResult):
+    """Schedule.ONE_TASK: the whole stream learned (and evaluated) in one Ray task; what it returned."""
+    log.info(
+        "learning %d tasks of %s in one Ray task", learner.recipe.stream.num_tasks, learner.recipe.stream.name
+    )
+    result.workers = 1
+    return ray.get(_learn_stream.options(**actor_options(learner.run)).remote(learner))
 
 
-def _check_provenance(recipe: Recipe, out_dir: Path, store: MaskStore, ids: list[str], relearn: bool) -> None:
-    """Refuse (or with relearn, delete) stored masks and checkpoints made with other settings."""
-    missing = set(store.missing(ids))
-    described = store.describe([t for t in ids if t not in missing])
-    stored = {tid: d.get("provenance") or {} for tid, d in described.items()}
-    for tid in stale_tasks(recipe, stored, f"the store at {store.root}", relearn):
-        log.warning("deleting %s: it was learned with other settings (--relearn)", tid)
-        store.delete(tid)
-    check_checkpoints(recipe, out_dir / "checkpoints", relearn)
-
-
-def check_checkpoints(recipe, folder: Path, relearn: bool) -> None:
-    """Refuse (or with relearn, delete) the checkpoints in `folder` made with other settings than the
-    recipe's (a mask or a translation recipe: anything with a `provenance`)."""
-    checkpoints = {
-        path.stem: (load_checkpoint(path) or {}).get("provenance") or {}
-        for path in sorted(folder.glob("*.pt"))
-    }
-    for name in stale_tasks(recipe, checkpoints, str(folder), relearn, what="checkpoint(s)"):
-        (folder / f"{name}.pt").unlink(missing_ok=True)
-
-
-def learn_tasks(
-    recipe: Recipe,
+def _learn_on_train(
+    learner: Learner,
     store,
     ids: list[str],
     todo: list[int],
     out_dir: Path,
     result: JobResult,
     progress: bool,
-    train: TrainRun | None,
+    pending: PendingTrain,
 ) -> None:
-    """Learn tasks `todo` (indices into `ids`) on Ray Train into `store` (a MaskStore, or what stands for
-    one: `missing(ids)` and `put_many`), with a progress bar; fills the result's workers, stack size,
-    learning seconds and timing. With nothing to do, a Train run started early is abandoned."""
+    """Learn tasks `todo` on Ray Train into `store`, with a progress bar; fills the result's workers, stack
+    size, learning seconds and timing. With nothing to do, a Train run started early is abandoned."""
     if not todo:
-        _abandon(train)
         return
     events = out_dir / "events.jsonl"
-    train = train or _start_train(recipe, out_dir, len(todo))
+    train = pending.run = pending.run or TrainRun(learner, out_dir, len(todo))
     try:
-        with _LearningProgress([ids[t] for t in todo], events, progress) as bar:
-            try:
-                plan = _plan(recipe, store, todo, out_dir, train)
-            except BaseException:
-                _abandon(train)
-                raise
-            bar.started(plan)
+        with LearningProgress([ids[t] for t in todo], events, learner.progress_label, progress) as bar:
+            plan = _plan(learner, store, todo, out_dir, train)
+            bar.started(learner.recipe.name, plan.blocks)
             result.workers, result.stack_size = train.workers, max(map(len, plan.blocks))
-            train.start(plan)
+            pending.start(plan)
             result.learn_seconds = train.wait()
     except ray.train.TrainingFailedError as e:
         left = store.missing(ids)
         raise JobFailed(
-            f"mask search failed after {recipe.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
+            f"learning failed after {learner.run.max_failures} restart(s) with {len(left)} of {len(ids)} "
             f"tasks unlearned ({e}); the {len(ids) - len(left)} stored tasks are kept: run the same "
             "command again to resume, or see the worker logs above"
         ) from e
     result.timing.update(learn_timing(read_events(events), result.learn_seconds))
 
 
-def _learn_and_evaluate(
-    recipe: Recipe,
-    out_dir: Path,
-    store: MaskStore,
-    result: JobResult,
-    progress: bool,
-    relearn: bool,
-    train: TrainRun | None,
-) -> None:
-    ids = recipe.task_ids()
-    try:
-        _check_provenance(recipe, out_dir, store, ids, relearn)
-        missing = set(store.missing(ids))
-    except BaseException:
-        _abandon(train)
-        raise
-    outcomes = {t: TaskOutcome(t, tid, skipped=tid not in missing) for t, tid in enumerate(ids)}
-    todo = [t for t, o in outcomes.items() if not o.skipped]
-    if len(todo) < len(outcomes):
-        log.info(
-            "%d of %d tasks are already in the store; learning the other %d",
-            len(ids) - len(todo),
-            len(ids),
-            len(todo),
+def _plan(learner: Learner, store, todo: list[int], out_dir: Path, train: TrainRun) -> Plan:
+    """The learner's blocks, sized to the memory the Train workers report."""
+    run = learner.run
+    sharing = train.workers if run.strategy == "task_parallel" else 1  # workers the blocks are shared among
+    task_bytes = learner.stack_bytes()
+    most = 1
+    if task_bytes is not None:
+        most = stack_size(run, task_bytes, learner.recipe.stream.num_tasks, sharing, min(train.free_bytes()))
+    return Plan(learner, store, learner.plan(todo, sharing, most), str(out_dir))
+
+
+def _evaluation(
+    learner: Learner, store, ids: list[str], outcomes: dict, result: JobResult, progress: bool, learned=None
+) -> Evaluation:
+    """What a learner evaluates with: the store, the outcomes to fill, and bench actors at hand."""
+
+    def on(method: str, items: list, *, workers: int, desc: str, units=lambda item: 1) -> list:
+        return on_benches(
+            learner, store, method, items, workers=workers, desc=desc, units=units, progress=progress
         )
-    learn_tasks(recipe, store, ids, todo, out_dir, result, progress, train)
 
-    eval_started = time.perf_counter()
-    read = store.get_weights_many if recipe.learns_weights else store.get_many  # never one kind as the other
-    for o, record in zip(outcomes.values(), read(ids, fingerprint=recipe.base_fingerprint), strict=True):
-        fill_from_record(o, record)
-    result.timing["read_back_seconds"] = time.perf_counter() - eval_started
-    if recipe.scenario in ("GNs", "GNu"):
-        started = time.perf_counter()
-        result.stored_masks = len(store)
-        fill_gn_outcomes(outcomes, evaluate_gn(recipe, store, list(outcomes), progress), result)
-        result.timing["inference_seconds"] = time.perf_counter() - started
-    else:
-        unevaluated = [
-            t for t, o in outcomes.items() if o.accuracy is None
-        ]  # e.g. masks stored by older versions
-        if unevaluated:
-            _evaluate_on_base_actors(recipe, store, outcomes, unevaluated, progress)
-    result.eval_seconds = time.perf_counter() - eval_started
-    result.tasks = [outcomes[t] for t in sorted(outcomes)]
-
-
-def _plan(recipe: Recipe, store: MaskStore, todo: list[int], out_dir: Path, train: TrainRun) -> SearchPlan:
-    """Blocks of the whole stream (so a rerun finds the same blocks), keeping those with work left,
-    sized to the memory the Train workers report."""
-    stream = stream_of(recipe.stream, recipe.data)
-    n = recipe.stream.num_tasks
-    parallel = recipe.run.strategy == "task_parallel"
-    sizes = [stream.train_examples(t) for t in range(n)]
-    most = stack_size(
-        recipe.run, recipe.num_weights, n, train.workers if parallel else 1, min(train.free_bytes())
-    )
-    left = set(todo)
-    blocks = [b for b in plan_blocks(sizes, train.workers if parallel else 1, most) if left & set(b)]
-    return SearchPlan(
-        recipe,
+    return Evaluation(
         store,
-        blocks,
-        str(out_dir / "checkpoints"),
-        str(out_dir / "events.jsonl"),
-        metrics_path=str(out_dir / "metrics.jsonl"),
+        ids,
+        outcomes,
+        result,
+        progress,
+        on_benches=on,
+        workers=lambda n: min(n, num_workers(learner.run, n)),
+        learned=learned,
     )
 
 
-def _evaluate_on_base_actors(
-    recipe: Recipe, store: MaskStore, outcomes: dict, ts: list[int], progress: bool
-) -> None:
-    """GG accuracy of masks whose metrics lack it, on base actors that read them back from the store."""
-    pool = base_pool(recipe, store, min(len(ts), num_workers(recipe.run, len(ts))))
-    with tqdm(total=len(ts), desc="evaluating (GG)", unit="task", disable=not progress) as bar:
-        for t, real, every in pool.map_unordered(lambda actor, t: actor.evaluate.remote(t), ts):
-            outcomes[t].accuracy, outcomes[t].accuracy_all_outputs = real, every
-            bar.update(1)
-    close_pool(pool)
+def _evaluate(learner: Learner, ev: Evaluation, infer: bool = False) -> None:
+    """The learner's evaluation (or, for `supermask infer`, its inference), timed; the tasks in stream order."""
+    started = time.perf_counter()
+    if infer:
+        learner.infer(ev)
+    else:
+        learner.evaluate(ev)
+    if not ev.result.eval_seconds:  # a learner that learned and evaluated in one task says it
+        ev.result.eval_seconds = time.perf_counter() - started
+    ev.result.tasks = [ev.outcomes[t] for t in sorted(ev.outcomes)]
+
+
+def store_root(path: Path) -> Path:
+    """The store folder of a run folder (PATH/store) or a store folder (PATH holding store.json)."""
+    path = Path(path)
+    for candidate in (path / "store", path):
+        if (candidate / "store.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no mask store at {path}: pass a run folder (holding store/) or a store folder (holding store.json)"
+    )
+
+
+def run_inference(learner: Learner, root: Path, progress: bool = True) -> JobResult:
+    """`supermask infer`: the learner's inference over the records stored at `root`, learning nothing."""
+    check_cluster(learner.run)
+    started = time.perf_counter()
+    store = learner.open_store(root, open_client, create=False)
+    try:
+        ids = learner.task_ids()
+        workers = min(len(ids), num_workers(learner.run, len(ids)))
+        strategy = "no learning (records from the store); bench actors"
+        result = new_result(learner, strategy, learner.store_shards(store), workers)
+        outcomes = {t: TaskOutcome(t, tid, skipped=True) for t, tid in enumerate(ids)}
+        _evaluate(learner, _evaluation(learner, store, ids, outcomes, result, progress), infer=True)
+    finally:
+        store.close()
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def learn_timing(events: list[dict], learn_seconds: float) -> dict:
-    """Where the learning phase's time went, from the workers' events: start-up, search, evaluation,
+    """Where the learning phase's time went, from the workers' events: start-up, learning, evaluation,
     checkpoints and store writes (summed over workers), and the share checkpoints took."""
     begun = max((e["time"] for e in events if e["event"] == "train_started"), default=None)
     events = [e for e in events if begun is None or e["time"] >= begun]  # this run's, not an earlier one's
     ready = [e for e in events if e["event"] == "worker_ready"]
     blocks = [e for e in events if e["event"] == "block_stored"]
-    first_start = begun
     search = sum(b["search_seconds"] for b in blocks)
     checkpoint = sum(b["checkpoint_seconds"] for b in blocks)
     return {
         "worker_setup_seconds": max((e["setup_seconds"] for e in ready), default=0.0),
-        "train_start_seconds": (min(e["time"] for e in ready) - first_start)
-        if ready and first_start
-        else None,
+        "train_start_seconds": (min(e["time"] for e in ready) - begun) if ready and begun else None,
         "search_seconds": search,
         "evaluate_seconds": sum(b["evaluate_seconds"] for b in blocks),
         "checkpoint_seconds": checkpoint,

@@ -69,25 +69,18 @@ def train_worker_device(run: RunSpec) -> str:
 
 CPU_STACK_CAP = 16  # on a CPU a stack saves Python overhead, not arithmetic: keep blocks small
 GPU_STACK_CAP = 256
-BYTES_PER_WEIGHT = (
-    32  # per stacked task: scores, gradient, optimizer state, mask, masked weight, autograd (float32)
-)
 MEMORY_SHARE = 0.5  # of the free memory a stack may plan to use
 
 
-def stack_bytes(num_weights: int) -> int:
-    """Planned memory of one task in a stacked search over a base of `num_weights` masked weights."""
-    return BYTES_PER_WEIGHT * num_weights
-
-
-def stack_size(run: RunSpec, num_weights: int, num_tasks: int, workers: int, free_bytes: int) -> int:
+def stack_size(run: RunSpec, task_bytes: int, num_tasks: int, workers: int, free_bytes: int) -> int:
     """Most tasks per stacked block: `run.tasks_per_worker`, else what fits in half a worker's free device
-    memory (`free_bytes`, as the workers report it), no more than an even share of the tasks per worker."""
+    memory (`free_bytes`, as the workers report it) at `task_bytes` per task, no more than an even share of
+    the tasks per worker."""
     if run.tasks_per_worker:
         return run.tasks_per_worker
     even = -(-num_tasks // max(workers, 1))
     if not run.use_gpu:  # the host's memory is shared by its CPU workers
         free_bytes //= max(1, min(workers, int(ray.cluster_resources().get("CPU", 1))))
     cap = GPU_STACK_CAP if run.use_gpu else CPU_STACK_CAP
-    fits = max(1, int(MEMORY_SHARE * free_bytes) // stack_bytes(num_weights))
+    fits = max(1, int(MEMORY_SHARE * free_bytes) // task_bytes)
     return max(1, min(even, cap, fits))

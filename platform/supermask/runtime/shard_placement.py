@@ -34,7 +34,9 @@ from supermask.runtime.shard_actor import (
 logger = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 60.0  # how long revive_lost_shards waits for each shard to answer
-START_WAIT_S = 60.0  # how long to keep starting a store's actors (a closed store's names take a moment to free)
+START_WAIT_S = (
+    60.0  # how long to keep starting a store's actors (a closed store's names take a moment to free)
+)
 
 
 class ShardAction(enum.Enum):

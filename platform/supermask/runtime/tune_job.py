@@ -22,9 +22,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from supermask.config.schema import SpecError
-from supermask.config.sweep import OPTIONAL_ALGORITHMS, Distribution, Sweep
+from supermask.config.sweep import OPTIONAL_ALGORITHMS, Distribution, Sweep, upgrade_record
 from supermask.recipes.results import SweepOutcome, TrialRecord
-from supermask.runtime.translation_trial import translation_trial
 from supermask.runtime.tune_state import StateBackup, repair_checkpoints, repair_experiment
 from supermask.runtime.tune_trial import CHECKPOINT_FILE, TrialContext, sweep_trial
 
@@ -96,7 +95,7 @@ def check_same_sweep(sweep: Sweep, out_dir: Path) -> bool:
     if not path.exists():
         path.write_text(json.dumps(now, indent=2))
         return False
-    before = json.loads(path.read_text())
+    before = upgrade_record(json.loads(path.read_text()))
     changed = sorted(_changed_fields(before, now) - {"fingerprint", "base_spec_path", "sweep.out"})
     if changed:
         raise SpecError(
@@ -158,9 +157,8 @@ def run_sweep(sweep: Sweep, out_dir: Path, progress: bool = True) -> SweepOutcom
     # num_to_keep=1 makes Tune snapshot its state at every trial checkpoint, which it warns about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     resources = sweep.spec.resources_per_trial
-    trial = translation_trial if sweep.is_translation else sweep_trial
     trainable = tune.with_resources(
-        tune.with_parameters(trial, context=TrialContext(sweep, str(out_dir))),
+        tune.with_parameters(sweep_trial, context=TrialContext(sweep, str(out_dir))),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     backup = out_dir / STATE_BACKUP

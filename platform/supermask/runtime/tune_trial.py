@@ -1,9 +1,11 @@
-"""One sweep trial on Ray Tune: its K tasks searched in lockstep, one report and checkpoint per epoch.
+"""One sweep trial on Ray Tune, for every learner: its K tasks advanced in lockstep, one report and
+checkpoint per epoch.
 
-Each reported epoch advances every task's `MaskSearch` by one epoch of steps, evaluates the masks as
-they stand on the validation split, and reports `val_accuracy`, `density`, the per-layer density and
-the sweep's `objective` with a checkpoint of all K searches, so ASHA can stop a trial between epochs
-and a restored trial continues where its checkpoint left off. A trial that finished is recorded in
+The learner's trial (`Learner.trial`) says what an epoch is (an epoch of steps of every stacked
+search; for translation, training to the next measurement) and what it reports (validation accuracy,
+density and the sweep's objective; the validation Hausdorff score); each report carries a checkpoint
+of the trial, so ASHA can stop a trial between epochs and a restored trial continues where its
+checkpoint left off. A trial that finished is recorded in
 OUT/trials/<trial id>.json before its last report: should Tune start it again after a driver crash,
 it reports that record and learns nothing.
 """
@@ -21,14 +23,7 @@ import ray.tune
 from supermask.config.sweep import Sweep, plain
 from supermask.core.files import atomic_write
 from supermask.recipes.checkpoints import load_checkpoint, save_checkpoint
-from supermask.recipes.recipe import Recipe, Workbench
-from supermask.recipes.sweep_trial import (
-    advance_one_epoch,
-    epoch_metrics,
-    planned_epochs,
-    trial_probes,
-    trial_stacks,
-)
+from supermask.recipes.learners import learner_for
 from supermask.runtime.events import log_event
 from supermask.runtime.placement import process_device
 
@@ -97,49 +92,34 @@ def report_epoch(
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
 
-def _restore(stacks: list) -> int:
-    """Load the trial's last Tune checkpoint into `searches`; returns the epoch it was taken at (0: none)."""
-    saved = restored_state()
-    if saved is None:
-        return 0
-    for (_, search), state in zip(stacks, saved["searches"], strict=True):
-        search.load_state_dict(state)
-    return int(saved["epoch"])
-
-
 def sweep_trial(config: dict, context: TrialContext) -> None:
-    """The Tune function trainable: learn the trial's tasks in lockstep, reporting every epoch."""
+    """The Tune function trainable of every sweep: the learner's trial, one report and checkpoint per epoch."""
     sweep = context.sweep
     trial_id = ray.tune.get_context().get_trial_id()
     config = {k: plain(v) for k, v in config.items()}
-    if replay_finished(context, trial_id):
+    if replay_finished(context, trial_id):  # finished before a driver crash: learn nothing
         return
-    recipe = Recipe.from_spec(sweep.trial_spec(config))
-    bench = Workbench(recipe, process_device(recipe.run))
-    stacks = trial_stacks(bench)
-    epoch = _restore(stacks)
-    probes = trial_probes(bench, stacks)
-    planned = planned_epochs(stacks)
+    learner = learner_for(sweep.trial_spec(config))
+    trial = learner.trial(learner.bench(process_device(learner.run)), sweep)
+    epoch = 0
+    saved = restored_state()
+    if saved is not None:
+        trial.load_state_dict(saved)
+        epoch = int(saved["epoch"])
     log_event(
         context.events_path,
         "trial_started",
         trial=trial_id,
         from_epoch=epoch,
-        planned_epochs=planned,
+        planned_epochs=trial.planned,
         config=config,
     )
-    while epoch < planned:
+    while epoch < trial.planned:
         epoch += 1
-        advance_one_epoch(stacks, epoch, probes)
-        metrics = epoch_metrics(sweep, bench, stacks, epoch, planned, probes)
-        log_event(
-            context.events_path,
-            "epoch_done",
-            trial=trial_id,
-            epoch=epoch,
-            val_accuracy=metrics["val_accuracy"],
-            density=metrics["density"],
-        )
-        state = {"epoch": epoch, "searches": [s.state_dict() for _, s in stacks]}
-        report_epoch(context, trial_id, config, metrics, state, last=epoch == planned)
+        trial.advance(epoch)
+        metrics = trial.metrics(epoch)
+        headline = {k: metrics[k] for k in trial.headline}
+        log_event(context.events_path, "epoch_done", trial=trial_id, epoch=epoch, **headline)
+        state = {"epoch": epoch, **trial.state_dict()}
+        report_epoch(context, trial_id, config, metrics, state, last=epoch == trial.planned)
     log_event(context.events_path, "trial_finished", trial=trial_id, epochs=epoch)

@@ -202,6 +202,9 @@ def read_state(root: str | os.PathLike[str]) -> StoreState | None:
         ) from e
 
 
+DEFAULT_SHARDS = 2  # shards of a store a run creates (`run.shards`), or a migration
+
+
 def open_layout(root: Path, num_shards: int | None = None) -> StoreLayout:
     """The layout of the store at `root` for opening it, written first if there is no store yet.
 

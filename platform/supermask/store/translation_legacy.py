@@ -22,7 +22,7 @@ import numpy as np
 from supermask.core.files import fsync_dir
 from supermask.core.records.translation import TranslationRecord
 from supermask.store.errors import CorruptMaskError, MaskFileError, OldFormatError
-from supermask.store.partitioning import open_layout, shard_path
+from supermask.store.partitioning import DEFAULT_SHARDS, LAYOUT_FILE, open_layout, shard_path
 from supermask.store.snapshot import legacy_translation_meta
 from supermask.store.translation_file import TranslationFile
 
@@ -99,7 +99,8 @@ def migrate_translation_folder(folder: str | Path) -> TranslationMigration:
     folder = Path(folder)
     files = legacy_translation_files(folder)
     records = [read_legacy_record(p) for p in files]  # every one checks out before anything is written
-    layout = open_layout(folder)
+    # as many shards as a run would create, so that rerunning the spec opens the store as it is
+    layout = open_layout(folder, None if (folder / LAYOUT_FILE).exists() else DEFAULT_SHARDS)
     shards: dict[int, TranslationFile] = {}
     try:
         for record in records:

@@ -14,7 +14,6 @@ from supermask.core.weights import dense, magnitude  # noqa: F401  (each module 
 from supermask.core.weights import str as _str  # noqa: F401
 from supermask.core.weights.methods import (
     WEIGHT_METHODS,
-    WEIGHT_MODES,
     WeightMethod,
     WeightSpec,
     build_weight_method,
@@ -25,7 +24,6 @@ from supermask.core.weights.methods import (
 
 __all__ = [
     "WEIGHT_METHODS",
-    "WEIGHT_MODES",
     "TaskWeights",
     "WeightMethod",
     "WeightSpec",

@@ -24,21 +24,19 @@ from supermask.core.records.weights import VALUE_DTYPES
 from supermask.core.registry import Registry
 
 WEIGHT_METHODS: Registry = Registry("weight method")
-WEIGHT_MODES = ("per_task", "fine_tune")
 
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """How a task's weights are trained and kept: the `weights` section of a task spec (with `learn: weights`).
+    """How a task's weights are trained and kept: the `weights` section of a task spec that trains weights.
 
-    `mode`: per_task trains one network per task from the base's weights (the memory-hungry upper
-    bound); fine_tune trains one network through the stream, each task starting where the last ended.
+    Whether each task trains its own network from the base's weights or one network is carried
+    through the stream is the learner's choice (the spec's `learn`), not this section's.
     """
 
     method: str = "dense"  # dense, str or magnitude (WEIGHT_METHODS)
     options: dict = field(default_factory=dict, hash=False)  # the method's own, e.g. {"target_sparsity": 0.9}
     dtype: str = field(default="float32", metadata=choices(*VALUE_DTYPES))  # of the stored values
-    mode: str = field(default="per_task", metadata=choices(*WEIGHT_MODES))
 
 
 def cubic_sparsity(step: int, total_steps: int, final: float, begin: float = 0.0, end: float = 0.75) -> float:
